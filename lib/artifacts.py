@@ -1,0 +1,156 @@
+"""Saving and loading the pickled stages, verified against a manifest before unpickling.
+
+Loading reads each file's bytes once, checks their sha256 against the manifest, and only
+then unpickles those same bytes: nothing unverified is ever unpickled, and the file cannot
+change between the check and the load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import platform
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from lib.errors import ArtifactError
+
+IMPUTER_FILE = "imputer.pkl"
+SCALER_FILE = "scaler.pkl"
+MODEL_FILE = "model.pkl"
+MANIFEST_FILE = "manifest.json"
+STAGE_FILES = (IMPUTER_FILE, SCALER_FILE, MODEL_FILE)
+#: Libraries whose pickles must be read by the exact version that wrote them.
+PINNED_LIBRARIES = ("numpy", "pandas", "scikit-learn", "scipy", "statsmodels")
+_CHECKSUM_KEY = "manifest_sha256"
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The verified, unpickled stages and their manifest."""
+
+    imputer: object
+    scaler: object
+    model: object
+    manifest: dict
+
+    @property
+    def variables(self) -> list[str]:
+        """Model variables in the column order the statsmodels results expect."""
+        return [v["name"] for v in self.manifest["variables"]]
+
+    @property
+    def levels(self) -> dict[str, list[str]]:
+        """Categorical levels fixed at training, first level = dropped base level."""
+        return self.manifest["category_levels"]
+
+    @property
+    def threshold(self) -> float:
+        """Probability at or above which a row is predicted positive."""
+        return float(self.manifest["threshold"])
+
+    @property
+    def version(self) -> str:
+        """The model version string reported in ``X-Model-Version``."""
+        return self.manifest["model_version"]
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries whose objects are pickled."""
+    versions = {"python": platform.python_version()}
+    versions.update({name: metadata.version(name) for name in PINNED_LIBRARIES})
+    return versions
+
+
+def _manifest_checksum(manifest: dict) -> str:
+    body = {k: v for k, v in manifest.items() if k != _CHECKSUM_KEY}
+    return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def save_artifacts(out_dir: Path, imputer, scaler, model, manifest: dict) -> dict:
+    """Pickle the stages into ``out_dir`` and write the manifest with their hashes.
+
+    ``manifest`` holds everything but hashes, versions and the model version; the
+    completed manifest is returned.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hashes = {}
+    for name, stage in zip(STAGE_FILES, (imputer, scaler, model)):
+        data = pickle.dumps(stage, protocol=pickle.HIGHEST_PROTOCOL)
+        (out_dir / name).write_bytes(data)
+        hashes[name] = sha256_bytes(data)
+    combined = sha256_bytes("".join(hashes[n] for n in STAGE_FILES).encode())
+    manifest = {
+        **manifest,
+        "model_version": f"{manifest['created_at'][:10]}-{combined[:12]}",
+        "files": hashes,
+        "library_versions": library_versions(),
+    }
+    manifest[_CHECKSUM_KEY] = _manifest_checksum(manifest)
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(model_dir: Path) -> dict:
+    """Read and self-check ``manifest.json``; raise ArtifactError naming the problem."""
+    path = model_dir / MANIFEST_FILE
+    try:
+        manifest = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ArtifactError(f"{MANIFEST_FILE} is missing in {model_dir}") from None
+    except ValueError as exc:
+        raise ArtifactError(f"{MANIFEST_FILE} is not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get(_CHECKSUM_KEY) != _manifest_checksum(manifest):
+        raise ArtifactError(f"{MANIFEST_FILE} does not match its own checksum: it was modified")
+    return manifest
+
+
+def check_versions(recorded: dict[str, str], allow_mismatch: bool = False) -> list[str]:
+    """Compare recorded library versions with the installed ones.
+
+    Returns the mismatches as messages; raises ArtifactError on any unless ``allow_mismatch``.
+    """
+    installed = library_versions()
+    problems = [
+        f"{name} {recorded.get(name)} at training, {installed[name]} installed"
+        for name in PINNED_LIBRARIES
+        if recorded.get(name) != installed[name]
+    ]
+    if problems and not allow_mismatch:
+        raise ArtifactError(
+            "artifacts were built with other library versions: " + "; ".join(problems)
+            + " (rebuild them with `python -m lib.train`, or set ALLOW_VERSION_MISMATCH=1)"
+        )
+    return problems
+
+
+def verify_files(model_dir: Path, manifest: dict) -> dict[str, bytes]:
+    """Read every stage file and check its sha256 against ``manifest``; return the bytes."""
+    verified = {}
+    for name in STAGE_FILES:
+        try:
+            data = (Path(model_dir) / name).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactError(f"{name} is missing in {model_dir}") from None
+        if sha256_bytes(data) != manifest["files"].get(name):
+            raise ArtifactError(f"{name}: sha256 does not match {MANIFEST_FILE}; refusing to unpickle it")
+        verified[name] = data
+    return verified
+
+
+def load_artifacts(model_dir: Path, allow_version_mismatch: bool = False) -> Stages:
+    """Verify every file against the manifest, then unpickle the verified bytes."""
+    model_dir = Path(model_dir)
+    manifest = read_manifest(model_dir)
+    check_versions(manifest["library_versions"], allow_version_mismatch)
+    verified = verify_files(model_dir, manifest)
+    # Only bytes whose hash matched are unpickled, and only after every file passed.
+    imputer, scaler, model = (pickle.loads(verified[name]) for name in STAGE_FILES)
+    return Stages(imputer=imputer, scaler=scaler, model=model, manifest=manifest)

@@ -1,0 +1,233 @@
+"""Normalisation of messy cell values (SPEC §5), as scalar parsers and as column functions.
+
+Scalar parsers (``parse_number``, ``parse_currency``, ``parse_percent``, ``parse_category``)
+define the rules and produce the error messages. Column functions (``normalize_column``)
+apply them to a whole column at once; they take a fast vectorised route when the column is
+already clean (the common case) and fall back to the scalar parsers cell by cell only to
+convert the rest and to name what is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from lib.errors import InvalidValue
+from lib.schema import (
+    ALIASES,
+    CURRENCY,
+    LEVELS,
+    NULL_TOKENS,
+    NUMERIC,
+    PERCENT,
+    describe_kind,
+    kind_of,
+)
+
+_DECIMAL = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_DECIMAL_RE = re.compile(_DECIMAL)
+# One regex pass over a newline-joined column checks every cell in C instead of in a
+# Python loop; a failure sends the column to the cell-by-cell route.
+# Empty lines are cells that were blank (missing) after clean-up.
+_DECIMAL_LINES_RE = re.compile(rf"(?:(?:{_DECIMAL})?\n)*(?:{_DECIMAL})?")
+_WHITESPACE_RE = re.compile(r"\s+")
+_SHOWN_CHARS = 40
+_NONE_TYPE = type(None)
+
+
+def show_value(value: object) -> str:
+    """A short, safe rendering of a client value for error messages (never the payload)."""
+    text = repr(value)
+    if len(text) > _SHOWN_CHARS:
+        text = text[: _SHOWN_CHARS - 3] + "..."
+    return text
+
+
+def is_missing(value: object) -> bool:
+    """True for None, float NaN and strings that are null tokens after trimming (any case)."""
+    if value is None:
+        return True
+    if type(value) is float:
+        return math.isnan(value)
+    return isinstance(value, str) and value.strip().lower() in NULL_TOKENS
+
+
+def _invalid(kind: str, value: object) -> InvalidValue:
+    return InvalidValue(f"expected {describe_kind(kind)}, got {show_value(value)}")
+
+
+def _number(kind: str, value: object) -> float:
+    """Convert a JSON number (not a bool) to a finite float, or raise InvalidValue."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _invalid(kind, value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise InvalidValue(f"number out of range: {show_value(value)}") from None
+    if not math.isfinite(number):
+        raise InvalidValue(f"expected a finite number, got {show_value(value)}")
+    return number
+
+
+def _decimal(kind: str, text: str, value: object) -> float:
+    if not _DECIMAL_RE.fullmatch(text):
+        raise _invalid(kind, value)
+    number = float(text)
+    if not math.isfinite(number):
+        raise InvalidValue(f"number out of range: {show_value(value)}")
+    return number
+
+
+def parse_number(value: object) -> float:
+    """Parse a plain numeric cell: a JSON number or a decimal string; missing → NaN."""
+    if is_missing(value):
+        return math.nan
+    if isinstance(value, str):
+        return _decimal(NUMERIC, value.strip(), value)
+    return _number(NUMERIC, value)
+
+
+def parse_currency(value: object) -> float:
+    """Parse x12: ``"$6,882.34 "``, ``"$-5,032.58"``, ``"-$5,032.58"``, ``"($5,032.58)"`` → float."""
+    if is_missing(value):
+        return math.nan
+    if not isinstance(value, str):
+        return _number(CURRENCY, value)
+    text = _WHITESPACE_RE.sub("", value).replace("$", "").replace(",", "")
+    # Accounting notation: parentheses mean a negative amount.
+    if text.startswith("(") and text.endswith(")"):
+        text = "-" + text[1:-1]
+    return _decimal(CURRENCY, text, value)
+
+
+def parse_percent(value: object) -> float:
+    """Parse x63: ``"62.59%"``, ``"62.59 %"`` or ``62.59`` → 62.59 (percent points, not divided)."""
+    if is_missing(value):
+        return math.nan
+    if not isinstance(value, str):
+        return _number(PERCENT, value)
+    text = value.strip()
+    if text.endswith("%"):
+        text = text[:-1].rstrip()
+    return _decimal(PERCENT, text, value)
+
+
+def parse_category(kind: str, value: object) -> str | None:
+    """Parse a categorical cell of ``kind`` to its canonical level; missing → None."""
+    if is_missing(value):
+        return None
+    if isinstance(value, str):
+        level = ALIASES[kind].get(value.strip().lower())
+        if level is not None:
+            return level
+    raise InvalidValue(
+        f"unknown value {show_value(value)}; accepted: {', '.join(LEVELS[kind])}"
+    )
+
+
+_NUMERIC_PARSERS = {NUMERIC: parse_number, CURRENCY: parse_currency, PERCENT: parse_percent}
+
+
+def _clean_strings(kind: str, values: Sequence) -> list[str]:
+    """The bulk twin of the scalar parsers' clean-up, for columns without odd cells."""
+    if kind == CURRENCY:
+        return [v.replace("$", "").replace(",", "").strip() for v in values]
+    if kind == PERCENT:
+        return [v.strip().removesuffix("%").rstrip() for v in values]
+    return [v.strip() for v in values]
+
+
+def _fast_numeric(kind: str, values: Sequence) -> np.ndarray | None:
+    """Convert a clean column in bulk; None when some cell needs the careful route."""
+    types = set(map(type, values))
+    if types <= {float, int, _NONE_TYPE}:
+        try:
+            array = np.array(values, dtype=np.float64)
+        except OverflowError:
+            return None
+        # NaN is a missing cell; infinities are invalid and go the careful route.
+        return array if not np.isinf(array).any() else None
+    if types == {str}:
+        cleaned = _clean_strings(kind, values)
+        # A cell that cleans to "" is missing only if it was blank to begin with ("$" is not).
+        blanks_ok = all(not v.strip() for v, c in zip(values, cleaned) if not c)
+        if blanks_ok and _DECIMAL_LINES_RE.fullmatch("\n".join(cleaned)):
+            array = np.array([float(c) if c else math.nan for c in cleaned], dtype=np.float64)
+            return array if not np.isinf(array).any() else None
+    return None
+
+
+def normalize_numeric(name: str, values: Sequence) -> tuple[np.ndarray, dict[int, str]]:
+    """Normalise a numeric, currency or percent column to float64 (NaN = missing).
+
+    Returns the array and ``{row index: message}`` for invalid cells (set to NaN).
+    """
+    kind = kind_of(name)
+    array = _fast_numeric(kind, values) if len(values) else np.empty(0)
+    if array is not None:
+        return array, {}
+    parse = _NUMERIC_PARSERS[kind]
+    array = np.empty(len(values), dtype=np.float64)
+    errors: dict[int, str] = {}
+    for i, value in enumerate(values):
+        try:
+            array[i] = parse(value)
+        except InvalidValue as exc:
+            array[i] = math.nan
+            errors[i] = str(exc)
+    return array, errors
+
+
+def _code_lookup(kind: str) -> dict:
+    levels = LEVELS[kind]
+    missing = len(levels)
+    lookup: dict = {None: missing}
+    for alias, level in ALIASES[kind].items():
+        lookup[alias] = levels.index(level)
+    for code, level in enumerate(levels):
+        lookup[level] = code
+    return lookup
+
+
+_CODE_LOOKUPS = {kind: _code_lookup(kind) for kind in LEVELS}
+
+
+def normalize_categorical(name: str, values: Sequence) -> tuple[np.ndarray, dict[int, str]]:
+    """Normalise a categorical column to integer codes.
+
+    Code ``i`` is ``LEVELS[kind][i]``; code ``len(LEVELS[kind])`` means missing. Returns the
+    codes and ``{row index: message}`` for invalid cells (coded as missing).
+    """
+    kind = kind_of(name)
+    levels = LEVELS[kind]
+    lookup = _CODE_LOOKUPS[kind]
+    try:
+        codes = [lookup.get(v) for v in values]
+    except TypeError:  # an unhashable cell (list, object): check each cell below
+        codes = [None] * len(values)
+    errors: dict[int, str] = {}
+    for i, code in enumerate(codes):
+        if code is None:
+            try:
+                level = parse_category(kind, values[i])
+                codes[i] = len(levels) if level is None else levels.index(level)
+            except InvalidValue as exc:
+                codes[i] = len(levels)
+                errors[i] = str(exc)
+    return np.array(codes, dtype=np.intp), errors
+
+
+def normalize_column(name: str, values: Sequence) -> tuple[np.ndarray, dict[int, str]]:
+    """Normalise one column by its kind: floats for numeric kinds, codes for categoricals."""
+    if kind_of(name) in _NUMERIC_PARSERS:
+        return normalize_numeric(name, values)
+    return normalize_categorical(name, values)
+
+
+def decode_levels(name: str, codes: np.ndarray) -> np.ndarray:
+    """Turn categorical codes back into canonical level strings (None for missing)."""
+    table = np.array([*LEVELS[kind_of(name)], None], dtype=object)
+    return table[codes]

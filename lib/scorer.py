@@ -1,0 +1,120 @@
+"""The served scoring path: a plan compiled once from the verified stages, applied with numpy.
+
+The plan holds only what the model consumes: for each numeric variable its fill value
+(imputer mean), centre and scale (scaler), and coefficient; for each categorical column a
+table of coefficients indexed by level code, the missing code last. Scoring a batch is then
+a few array operations, with no pandas and no per-row Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lib.artifacts import Stages
+from lib.batch import RawBatch
+from lib.errors import ArtifactError, CellError
+from lib.features import NAN_LEVEL, source_column
+from lib.normalize import normalize_categorical, normalize_numeric
+from lib.schema import COLUMNS, LEVELS, NUMERIC_COLUMNS, kind_of
+
+#: Largest difference tolerated between the plan and the recorded golden probability.
+GOLDEN_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """Everything needed to score raw columns, derived from the pickled stages."""
+
+    numeric_columns: tuple[str, ...]
+    fill: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    categorical_tables: dict[str, np.ndarray]
+    threshold: float
+    consumed_columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per-row results of a batch; rows listed in ``errors`` hold no meaningful score."""
+
+    probabilities: np.ndarray
+    classes: np.ndarray
+    errors: list[CellError]
+
+    @property
+    def invalid_rows(self) -> set[int]:
+        """Indices of rows with at least one invalid cell."""
+        return {e.index for e in self.errors}
+
+
+def compile_plan(stages: Stages) -> ScoringPlan:
+    """Derive the scoring plan from the imputer, scaler and statsmodels results."""
+    variables = stages.variables
+    exog_names = list(stages.model.model.exog_names)
+    if exog_names != variables:
+        raise ArtifactError(f"model.pkl variables {exog_names} differ from the manifest's {variables}")
+    params = np.asarray(stages.model.params, dtype=np.float64)
+    numeric, tables = [], {}
+    for variable, coef in zip(variables, params):
+        if variable in NUMERIC_COLUMNS:
+            numeric.append((variable, coef))
+            continue
+        column, level = variable.split("_", 1)
+        levels = LEVELS[kind_of(column)]
+        table = tables.setdefault(column, np.zeros(len(levels) + 1))
+        table[len(levels) if level == NAN_LEVEL else levels.index(level)] = coef
+    positions = [NUMERIC_COLUMNS.index(name) for name, _ in numeric]
+    consumed = {source_column(v) for v in variables}
+    return ScoringPlan(
+        numeric_columns=tuple(name for name, _ in numeric),
+        fill=np.asarray(stages.imputer.statistics_, dtype=np.float64)[positions],
+        center=np.asarray(stages.scaler.mean_, dtype=np.float64)[positions],
+        scale=np.asarray(stages.scaler.scale_, dtype=np.float64)[positions],
+        coef=np.array([coef for _, coef in numeric], dtype=np.float64),
+        categorical_tables=tables,
+        threshold=stages.threshold,
+        consumed_columns=tuple(c for c in COLUMNS if c in consumed),
+    )
+
+
+def score_batch(plan: ScoringPlan, batch: RawBatch) -> Scores:
+    """Normalise the consumed columns of ``batch`` and score every row.
+
+    Invalid cells are reported in ``Scores.errors`` (with the row's id) and scored as
+    missing, so the arrays always have one entry per input row.
+    """
+    n = batch.n_rows
+    cell_errors: dict[tuple[int, str], str] = {}
+    numeric = np.empty((n, len(plan.numeric_columns)), dtype=np.float64)
+    for j, name in enumerate(plan.numeric_columns):
+        numeric[:, j], errors = normalize_numeric(name, batch.columns[name])
+        cell_errors.update(((i, name), msg) for i, msg in errors.items())
+    # Impute, then scale, exactly as SimpleImputer and StandardScaler do.
+    numeric = np.where(np.isnan(numeric), plan.fill, numeric)
+    linear = ((numeric - plan.center) / plan.scale) @ plan.coef
+    for name, table in plan.categorical_tables.items():
+        codes, errors = normalize_categorical(name, batch.columns[name])
+        cell_errors.update(((i, name), msg) for i, msg in errors.items())
+        linear += table[codes]
+    probabilities = 1.0 / (1.0 + np.exp(-linear))
+    classes = (probabilities >= plan.threshold).astype(np.int8)
+    errors = list(batch.errors) + [
+        CellError(i, column, msg, batch.id_of(i)) for (i, column), msg in cell_errors.items()
+    ]
+    errors.sort(key=lambda e: (e.index, COLUMNS.index(e.column) if e.column in COLUMNS else -1))
+    return Scores(probabilities=probabilities, classes=classes, errors=errors)
+
+
+def check_golden(plan: ScoringPlan, manifest: dict) -> float:
+    """Score the golden row recorded at training; raise ArtifactError if it drifted."""
+    golden = manifest["golden"]
+    batch = RawBatch.from_records([golden["row"]], plan.consumed_columns)
+    scores = score_batch(plan, batch)
+    got, want = float(scores.probabilities[0]), float(golden["probability"])
+    if scores.errors or not abs(got - want) <= GOLDEN_TOLERANCE:
+        raise ArtifactError(f"golden row scored {got!r}, training recorded {want!r}")
+    return got
