@@ -1,0 +1,61 @@
+"""gunicorn settings for the prediction API; values come from settings.py (environment)."""
+
+import os
+import shutil
+import tempfile
+
+from settings import Settings
+
+_settings = Settings.from_env()
+
+# Every worker writes its Prometheus samples here; /metrics adds them up. It must be set
+# before the app (and prometheus_client) is imported, which preload does after this file.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="predict-metrics-")
+
+# numpy must not start BLAS threads: scoring is a small matrix-vector product and the
+# workers already use every core.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+wsgi_app = "flaskapp:create_app()"
+bind = _settings.bind_address
+# Sync workers, one per CPU: scoring is CPU-bound, so more workers than cores only queue.
+workers = _settings.web_concurrency
+worker_class = "sync"
+# Load the artifacts once in the master; workers inherit them by fork (copy-on-write).
+preload_app = True
+# Sized for the largest allowed batch (100,000 rows, ~260 MB of JSON) with room to spare.
+timeout = _settings.gunicorn_timeout
+# SIGTERM lets in-flight requests (a 10,000-row batch takes well under a second) finish.
+graceful_timeout = _settings.graceful_timeout
+keepalive = _settings.keepalive
+# Our app writes one JSON access line per request; gunicorn's own access log stays off.
+accesslog = None
+errorlog = "-"
+loglevel = _settings.log_level
+# Temporary worker heartbeat files in memory, not on a possibly slow container disk.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+def on_starting(server):
+    """Start from an empty metrics directory so counts of an earlier run do not leak in."""
+    path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
+
+
+def child_exit(server, worker):
+    """Let prometheus_client drop the live gauges of a dead worker."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory if we created it."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if os.path.basename(path).startswith("predict-metrics-"):
+        shutil.rmtree(path, ignore_errors=True)

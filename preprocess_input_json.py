@@ -1,0 +1,181 @@
+"""Request body (JSON or CSV bytes) → ``RawBatch`` of the columns the model consumes.
+
+No Flask here: the web layer passes bytes and the Content-Type and gets a batch or a
+``PayloadError`` / ``UnsupportedMediaError`` / ``LimitError``.
+
+JSON is decoded by a typed msgspec decoder that materialises only the consumed columns and
+``id`` and skips every other key in C; bodies it refuses for reasons other than syntax (a
+number out of float range, say) are re-read by the standard library so that every such
+cell can be reported as an invalid value instead of failing the whole request.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+import pandas as pd
+
+from lib.batch import RawBatch
+from lib.errors import CellError, LimitError, PayloadError, UnsupportedMediaError
+from lib.normalize import show_value
+from lib.schema import COLUMNS, ID_KEY
+
+JSON = "json"
+CSV = "csv"
+CSV_MIMETYPES = frozenset({"text/csv", "application/csv", "text/comma-separated-values"})
+_JSON_START = (b"[", b"{")
+_WHITESPACE = b" \t\r\n"
+
+
+def detect_format(body: bytes, mimetype: str | None) -> str:
+    """Decide how to read ``body``: CSV when declared, JSON when it looks like JSON.
+
+    A JSON body is accepted whatever the Content-Type says (``curl -d`` sends
+    form-urlencoded); an undeclared body whose first line is a header of schema columns
+    is read as CSV; anything else is unsupported.
+    """
+    mimetype = (mimetype or "").lower()
+    if mimetype in CSV_MIMETYPES:
+        return CSV
+    head = body.lstrip(_WHITESPACE)
+    if head.startswith(_JSON_START) or mimetype == "application/json" or mimetype.endswith("+json"):
+        return JSON
+    first_line = head.split(b"\n", 1)[0].strip().decode("utf-8", "replace")
+    names = [n.strip().strip('"') for n in first_line.split(",")]
+    if len(names) > 1 and set(names) <= set(COLUMNS) | {ID_KEY, "y"}:
+        return CSV
+    try:
+        json.loads(head)
+    except (ValueError, RecursionError):
+        raise UnsupportedMediaError(
+            f"the body is neither JSON nor CSV (Content-Type {mimetype or 'absent'}); "
+            "send a JSON object or array, or CSV with a header row as text/csv"
+        ) from None
+    return JSON
+
+
+class BatchReader:
+    """Reads request bodies into batches of the consumed columns; build once per process."""
+
+    def __init__(self, columns: Sequence[str], max_rows: int):
+        self.columns = tuple(columns)
+        self.max_rows = max_rows
+        fields = [(c, Any, None) for c in self.columns] + [(ID_KEY, Any, None)]
+        row = msgspec.defstruct("Row", fields)
+        self._decoder = msgspec.json.Decoder(row | list[row])
+        self._get = attrgetter(*self.columns, ID_KEY)
+
+    def read(self, body: bytes, mimetype: str | None) -> RawBatch:
+        """Turn a request body into a batch; raise PayloadError / UnsupportedMediaError / LimitError."""
+        if not body.strip(_WHITESPACE):
+            raise PayloadError("the body is empty: send a JSON object, a JSON array of objects, or CSV")
+        if detect_format(body, mimetype) == CSV:
+            return self._read_csv(body)
+        return self._read_json(body)
+
+    # JSON ------------------------------------------------------------------------------
+
+    def _read_json(self, body: bytes) -> RawBatch:
+        try:
+            decoded = self._decoder.decode(body)
+        except msgspec.ValidationError:  # a subclass of DecodeError: catch it first
+            return self._read_json_slowly(body)
+        except msgspec.DecodeError as exc:
+            raise PayloadError(f"malformed JSON: {_describe_syntax_error(exc, len(body))}") from None
+        rows = decoded if isinstance(decoded, list) else [decoded]
+        self._check_count(len(rows))
+        values = list(zip(*map(self._get, rows)))
+        return self._batch(len(rows), values[:-1], values[-1])
+
+    def _read_json_slowly(self, body: bytes) -> RawBatch:
+        """Generic decode for bodies the typed decoder refused: finds the wrong shape or lets
+        out-of-range numbers through as infinities for the normaliser to reject."""
+        try:
+            decoded = json.loads(body, parse_constant=_reject_constant)
+        except RecursionError:
+            raise PayloadError("malformed JSON: nested too deeply") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PayloadError(f"malformed JSON: {exc}") from None
+        rows = decoded if isinstance(decoded, list) else [decoded]
+        if not isinstance(decoded, (list, dict)):
+            raise PayloadError(f"expected a JSON object or an array of objects, got {_json_type(decoded)}")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise PayloadError(f"row {i} is not a JSON object (got {_json_type(row)})")
+        self._check_count(len(rows))
+        values = [[row.get(c) for row in rows] for c in (*self.columns, ID_KEY)]
+        return self._batch(len(rows), values[:-1], values[-1])
+
+    # CSV -------------------------------------------------------------------------------
+
+    def _read_csv(self, body: bytes) -> RawBatch:
+        wanted = set(self.columns) | {ID_KEY}
+        try:
+            frame = pd.read_csv(
+                io.BytesIO(body), dtype=str, keep_default_na=False, na_filter=False,
+                usecols=lambda name: name in wanted, encoding="utf-8",
+            )
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise PayloadError(f"malformed CSV: {str(exc).strip()[:200]}") from None
+        self._check_count(len(frame))
+        n = len(frame)
+        values = [frame[c].tolist() if c in frame.columns else [None] * n for c in self.columns]
+        ids = frame[ID_KEY].tolist() if ID_KEY in frame.columns else [None] * n
+        return self._batch(n, values, ids)
+
+    # Shared ----------------------------------------------------------------------------
+
+    def _check_count(self, n_rows: int) -> None:
+        if n_rows == 0:
+            raise PayloadError("the body holds no rows: send at least one row")
+        if n_rows > self.max_rows:
+            raise LimitError(f"{n_rows} rows is over the limit of {self.max_rows} rows per request (MAX_ROWS)")
+
+    def _batch(self, n_rows: int, values: Sequence[Sequence], ids: Sequence) -> RawBatch:
+        problems = _check_ids(ids)
+        if problems:
+            bad = {i for i, _ in problems}
+            ids = [None if i in bad else v for i, v in enumerate(ids)]
+        return RawBatch(
+            n_rows=n_rows,
+            columns=dict(zip(self.columns, values)),
+            ids=list(ids) if any(v is not None for v in ids) else None,
+            errors=[CellError(i, ID_KEY, msg) for i, msg in problems],
+        )
+
+
+def _check_ids(ids: Sequence) -> list[tuple[int, str]]:
+    """Row ids must be strings or finite numbers; anything else is an invalid cell."""
+    problems = []
+    for i, value in enumerate(ids):
+        if value is None or isinstance(value, str):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            problems.append((i, f"expected a string or a number, got {show_value(value)}"))
+    return problems
+
+
+def _describe_syntax_error(exc: Exception, n_bytes: int) -> str:
+    """msgspec's syntax message, with the body length when the body was cut short."""
+    message = str(exc)
+    if "truncated" in message:
+        return f"{message.rstrip('.')} (the body ends after {n_bytes} bytes)"
+    return message
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_type(value: object) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )

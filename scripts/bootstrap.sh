@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create .venv, install the pinned requirements when they changed, and build the model
+# artifacts (generated data + training) when they are absent.
+# Usage: scripts/bootstrap.sh REQUIREMENTS_FILE
+set -euo pipefail
+cd "$(dirname "$0")/.."
+requirements=${1:-requirements.txt}
+python=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+stamp=.venv/.installed-$(cat requirements*.txt | sha256sum | cut -c1-16)-$(basename "$requirements")
+if [ ! -f "$stamp" ]; then
+  echo "[setup] installing $requirements"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  touch "$stamp"
+fi
+
+if [ ! -f lib/model_components/manifest.json ]; then
+  if [ ! -f lib/data/train.csv ]; then
+    echo "[setup] generating the stand-in dataset (lib/data/)"
+    .venv/bin/python -m lib.synth ${FIGURES_DIR:+--figures "$FIGURES_DIR"}
+  fi
+  echo "[setup] training the model (lib/model_components/)"
+  .venv/bin/python -m lib.train
+fi

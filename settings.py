@@ -1,0 +1,91 @@
+"""Every setting of the service, read from environment variables in this one place.
+
+gunicorn.conf.py and the Flask factory both read their values from here, so the proxy-facing
+limits (body size, timeouts) cannot drift apart. Tests pass overrides to the factory instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent
+MB = 1024 * 1024
+
+
+def _cpu_count() -> int:
+    # Honour CPU affinity / cgroup-limited containers where the OS offers it.
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Service settings; the environment variable of each field is its upper-case name."""
+
+    port: int = 1313
+    bind: str = ""
+    web_concurrency: int = _cpu_count()
+    gunicorn_timeout: int = 300
+    graceful_timeout: int = 30
+    keepalive: int = 5
+    max_rows: int = 100_000
+    max_body_mb: int = 400
+    model_dir: Path = PROJECT_DIR / "lib" / "model_components"
+    allow_version_mismatch: bool = False
+    max_listed_errors: int = 100
+    log_level: str = "info"
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest accepted request body in bytes."""
+        return self.max_body_mb * MB
+
+    @property
+    def bind_address(self) -> str:
+        """The address gunicorn listens on: BIND if set, else all interfaces on PORT."""
+        return self.bind or f"0.0.0.0:{self.port}"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        """Settings from environment variables; unset ones keep their defaults."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in fields(cls):
+            raw = environ.get(field.name.upper())
+            if raw is None or raw == "":
+                continue
+            default = getattr(cls, field.name)
+            try:
+                if isinstance(default, bool):
+                    values[field.name] = _flag(raw)
+                elif isinstance(default, int):
+                    values[field.name] = int(raw)
+                elif isinstance(default, Path):
+                    values[field.name] = Path(raw)
+                else:
+                    values[field.name] = raw
+            except ValueError:
+                raise SystemExit(f"environment variable {field.name.upper()}={raw!r} is not a valid {type(default).__name__}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_overrides(self, overrides: dict | None) -> "Settings":
+        """A copy with some fields replaced (the factory's ``test_config``)."""
+        settings = replace(self, **(overrides or {}))
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse nonsensical values with a message naming the variable."""
+        for name in ("web_concurrency", "gunicorn_timeout", "max_rows", "max_body_mb", "max_listed_errors"):
+            if getattr(self, name) < 1:
+                raise SystemExit(f"{name.upper()} must be at least 1, got {getattr(self, name)}")

@@ -1,0 +1,86 @@
+"""A real gunicorn server on a free port, for tests that must go through HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """gunicorn with the project's gunicorn.conf.py, bound to 127.0.0.1 on a free port."""
+
+    def __init__(self, env: dict[str, str] | None = None, workers: int = 2, log_path: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "BIND": f"127.0.0.1:{self.port}",
+            "WEB_CONCURRENCY": str(workers),
+            **(env or {}),
+        }
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.env.update({k: v for k, v in (env or {}).items()})
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True, timeout: float = 60) -> "LiveServer":
+        """Start gunicorn; with ``wait``, return once /ready answers 200."""
+        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+            cwd=PROJECT_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Poll /ready until 200; fail with the server log if the process dies or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}: {self.log_text()[-2000:]}")
+            try:
+                if requests.get(self.url + "/ready", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready after {timeout} s: {self.log_text()[-2000:]}")
+
+    def log_text(self) -> str:
+        """What the server wrote so far (empty if not logged to a file)."""
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM the master (graceful), then SIGKILL the group if it lingers; return the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait(5)
+
+    def __enter__(self) -> "LiveServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
