@@ -1,0 +1,513 @@
+"""Scale-out: the nginx rendering, compose, Kubernetes and Dockerfile files, and failover.
+
+The last tests start the local topology (deploy/local_cluster.sh: 3 real replicas behind nginx)
+and SIGKILL one replica under load: no client request may fail.
+"""
+
+import difflib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+RENDER = DEPLOY / "render_nginx.py"
+CLUSTER = DEPLOY / "local_cluster.sh"
+COMPOSE_CONF = DEPLOY / "nginx" / "nginx.compose.conf"
+K8S = DEPLOY / "k8s"
+
+NGINX = shutil.which("nginx")
+needs_nginx = pytest.mark.skipif(
+    NGINX is None, reason="nginx is not installed (Debian/Ubuntu: apt-get install -y nginx)"
+)
+
+# Lines in which the two renderings may differ: the fields the renderer fills per topology.
+TOPOLOGY_DIRECTIVES = (
+    "user",
+    "# user",
+    "pid",
+    "error_log",
+    "access_log",
+    "client_body_temp_path",
+    "proxy_temp_path",
+    "fastcgi_temp_path",
+    "uwsgi_temp_path",
+    "scgi_temp_path",
+    "resolver",
+    "# resolver",
+    "server ",
+    "listen",
+)
+
+# What the cluster test counts per replica, scraped from each replica's own /metrics.
+PREDICT_REQUESTS = "http_requests_total"
+PREDICT_LABELS = {"endpoint": "/predict", "method": "POST", "status": "200"}
+
+REPLICAS = 3
+BIG_EVERY = 5  # one 10,000-row request in every five, the rest single rows
+CLIENTS = 4
+LOAD_DEADLINE_S = 45
+AFTER_KILL_REQUESTS = 40
+
+
+def render(*args, output):
+    subprocess.run([sys.executable, str(RENDER), *args, "-o", str(output)], check=True)
+    return output.read_text()
+
+
+def render_local(run_dir, listen, servers):
+    (run_dir / "nginx-temp").mkdir(parents=True, exist_ok=True)
+    server_args = [arg for server in servers for arg in ("--server", server)]
+    return render(
+        "local",
+        "--run-dir",
+        str(run_dir),
+        "--listen",
+        str(listen),
+        *server_args,
+        output=run_dir / "nginx.conf",
+    )
+
+
+def load_yaml(path):
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def compose():
+    (doc,) = load_yaml(ROOT / "docker-compose.yaml")
+    return doc
+
+
+def directive_value(conf, name):
+    """The values of every ``name ...;`` directive in an nginx config."""
+    return re.findall(rf"^[ \t]*{name}[ \t]+([^;{{]*);", conf, flags=re.MULTILINE)
+
+
+# --- nginx: one template, two renderings ------------------------------------------------------
+
+
+def test_committed_compose_rendering_matches_the_template(tmp_path):
+    rendered = render("compose", output=tmp_path / "nginx.conf")
+    assert COMPOSE_CONF.read_text() == rendered, (
+        "deploy/nginx/nginx.compose.conf is stale: "
+        "python deploy/render_nginx.py compose -o deploy/nginx/nginx.compose.conf"
+    )
+
+
+def test_topologies_differ_only_in_rendered_fields(tmp_path):
+    local = render_local(tmp_path, 18999, ["127.0.0.1:18001", "127.0.0.1:18002"])
+    diff = difflib.unified_diff(COMPOSE_CONF.read_text().splitlines(), local.splitlines(), n=0)
+    changed = [line[1:].strip() for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+    assert changed, "the two renderings should differ in their addresses and paths"
+    assert [line for line in changed if not line.startswith(TOPOLOGY_DIRECTIVES)] == []
+
+
+def test_compose_rendering_resolves_replicas_through_docker_dns():
+    conf = COMPOSE_CONF.read_text()
+    assert directive_value(conf, "resolver") == ["127.0.0.11 valid=5s ipv6=off"]
+    assert directive_value(conf, "server") == ["api:1313 resolve max_fails=1 fail_timeout=10s"]
+    assert directive_value(conf, "zone") == ["api_replicas 64k"]
+    # `resolve` in an upstream needs nginx >= 1.27.3: the compose image must be at least that.
+    image = compose()["services"]["lb"]["image"]
+    major, minor = re.fullmatch(r"nginx:(\d+)\.(\d+)(?:\.\d+)?(?:-alpine)?", image).groups()
+    assert (int(major), int(minor)) >= (1, 28)
+
+
+def test_limits_agree_between_balancer_and_api():
+    conf = COMPOSE_CONF.read_text()
+    env = compose()["services"]["api"]["environment"]
+    assert directive_value(conf, "client_max_body_size") == [f"{env['MAX_BODY_MB']}m"]
+    read_timeout = int(directive_value(conf, "proxy_read_timeout")[0].rstrip("s"))
+    assert read_timeout > int(env["GUNICORN_TIMEOUT"])
+    assert directive_value(conf, "proxy_request_buffering") == ["on"]
+    assert directive_value(conf, "proxy_next_upstream") == ["error timeout http_502 http_503 non_idempotent"]
+    assert directive_value(conf, "proxy_set_header X-Request-ID") == ["$api_request_id"]
+
+
+@needs_nginx
+def test_local_rendering_passes_nginx_t(tmp_path):
+    render_local(tmp_path, 18999, [f"127.0.0.1:{port}" for port in (18001, 18002, 18003)])
+    result = subprocess.run(
+        [NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", "stderr"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+# --- docker compose -----------------------------------------------------------------------------
+
+
+def test_compose_api_service_is_scalable_and_health_checked():
+    api = compose()["services"]["api"]
+    assert api["build"]["context"] == "."
+    assert api["build"]["additional_contexts"] == {"shared": "../shared"}
+    assert "ports" not in api, "replicas must not publish a host port: --scale would collide"
+    assert "container_name" not in api
+    assert [str(port) for port in api["expose"]] == ["1313"]
+    assert "/ready" in " ".join(api["healthcheck"]["test"])
+    assert api["environment"]["WEB_CONCURRENCY"] == api["deploy"]["resources"]["limits"]["cpus"]
+
+
+def test_compose_balancer_publishes_1313_with_the_rendered_config():
+    lb = compose()["services"]["lb"]
+    assert lb["image"].startswith("nginx:")
+    assert lb["ports"] == ["1313:1313"]
+    assert lb["depends_on"] == {"api": {"condition": "service_healthy"}}
+    mounts = dict(volume.rsplit(":", 2)[:2] for volume in lb["volumes"])
+    assert mounts == {"./deploy/nginx/nginx.compose.conf": "/etc/nginx/nginx.conf"}
+    assert (ROOT / "deploy" / "nginx" / "nginx.compose.conf").is_file()
+
+
+# --- Kubernetes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.27.0", kubernetes_validate.latest_version()])
+@pytest.mark.parametrize("manifest", ["deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"])
+def test_k8s_manifest_validates(manifest, version):
+    for resource in load_yaml(K8S / manifest):
+        kubernetes_validate.validate(resource, version, strict=True)
+
+
+def k8s(kind):
+    return next(doc for path in sorted(K8S.glob("*.yaml")) for doc in load_yaml(path) if doc["kind"] == kind)
+
+
+def test_k8s_deployment_sizes_workers_to_cpus_and_probes_readiness():
+    deployment = k8s("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    resources = container["resources"]
+    assert resources["requests"] == resources["limits"]
+    assert resources["limits"]["cpu"] == env["WEB_CONCURRENCY"]
+    assert container["startupProbe"]["httpGet"]["path"] == "/ready"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    pre_stop_s = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pod["terminationGracePeriodSeconds"] > pre_stop_s + int(env["GRACEFUL_TIMEOUT"])
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert "emptyDir" in volumes[next(n for n, p in mounts.items() if p == "/tmp")]
+
+
+def test_k8s_service_hpa_and_pdb_select_the_deployment():
+    deployment = k8s("Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert k8s("Service")["spec"]["selector"].items() <= labels.items()
+    assert k8s("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    target = k8s("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+
+
+# --- Dockerfile -------------------------------------------------------------------------------
+
+
+def dockerfile_stages():
+    """Stage name -> (base, [(instruction, arguments)]), continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    stages, current = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, arguments = line.partition(" ")
+        instruction = instruction.upper()
+        if instruction == "FROM":
+            match = re.fullmatch(r"(\S+)(?:\s+AS\s+(\S+))?", arguments.strip(), flags=re.I)
+            current = match.group(2) or f"stage{len(stages)}"
+            stages[current] = (match.group(1), [])
+        elif current is not None:
+            stages[current][1].append((instruction, arguments.strip()))
+    return stages
+
+
+def final_image_instructions():
+    """Every instruction that shapes the final image, following FROM <earlier stage>."""
+    stages = dockerfile_stages()
+    name = list(stages)[-1]
+    chain = []
+    while name in stages:
+        base, instructions = stages[name]
+        chain = instructions + chain
+        name = base
+    return name, chain
+
+
+def test_dockerfile_is_multi_stage_and_builds_artifacts_from_the_shared_context():
+    stages = dockerfile_stages()
+    assert len(stages) >= 2
+    everything = [entry for _, instructions in stages.values() for entry in instructions]
+    assert ("COPY", "--from=shared data /shared/data") in everything
+    runs = " ".join(arguments for instruction, arguments in everything if instruction == "RUN")
+    assert "-r requirements.txt" in runs
+    assert "python -m lib.synth --figures /shared/data" in runs
+    assert "python -m lib.train" in runs
+
+
+def test_dockerfile_final_image_is_non_root_slim_and_health_checked():
+    base, instructions = final_image_instructions()
+    assert base in ("python:3.11-slim", "${PYTHON_IMAGE}")
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", (ROOT / "Dockerfile").read_text(), re.M)
+    users = [arguments for instruction, arguments in instructions if instruction == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    (healthcheck,) = [arguments for instruction, arguments in instructions if instruction == "HEALTHCHECK"]
+    assert "/health" in healthcheck and "urllib" in healthcheck and "curl" not in healthcheck
+    assert ("EXPOSE", "1313") in instructions
+    cmd = [json.loads(arguments) for instruction, arguments in instructions if instruction == "CMD"]
+    assert cmd[-1] == ["gunicorn", "-c", "gunicorn.conf.py", "flaskapp:create_app()"]
+    runs = " ".join(arguments for instruction, arguments in instructions if instruction == "RUN")
+    for build_tool in ("apt-get install", "build-essential", "gcc", "pip install"):
+        assert build_tool not in runs
+
+
+def test_dockerignore_keeps_local_state_out_of_the_build_context():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".venv", ".git", "lib/data", "lib/model_components", "**/__pycache__"} <= ignored
+
+
+# --- local topology ----------------------------------------------------------------------------
+
+
+def test_local_cluster_refuses_without_artifacts(tmp_path):
+    env = {**os.environ, "MODEL_DIR": str(tmp_path / "absent"), "CLUSTER_DIR": str(tmp_path)}
+    result = subprocess.run(["bash", str(CLUSTER), "start", "1"], env=env, capture_output=True, text=True, check=False)
+    if NGINX is None:
+        assert "nginx is not installed" in result.stderr
+    else:
+        assert "no model artifacts" in result.stderr and "lib.train" in result.stderr
+    assert result.returncode != 0
+
+
+def test_local_cluster_refuses_without_nginx(tmp_path):
+    # A PATH holding only what the script needs before its nginx check.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("dirname", "realpath"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = {**os.environ, "PATH": str(bin_dir), "CLUSTER_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [shutil.which("bash"), str(CLUSTER), "start"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "nginx is not installed" in result.stderr
+
+
+def free_ports(count):
+    """A listening port for the balancer and ``count`` consecutive free ports after it."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            first = probe.getsockname()[1]
+        if first + count >= 65536:
+            continue
+        try:
+            for port in range(first, first + count + 1):
+                with socket.socket() as candidate:
+                    candidate.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first, first + 1
+    pytest.fail("no run of free ports found")
+
+
+def predict_count(port):
+    """Successful POST /predict requests counted by one replica's own /metrics."""
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == PREDICT_REQUESTS and PREDICT_LABELS.items() <= sample.labels.items()
+    )
+
+
+def group_members(pgid):
+    """Live (non-zombie) processes of a process group."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+@pytest.fixture(scope="module")
+def cluster(model_dir, tmp_path_factory):
+    """3 replicas behind nginx via deploy/local_cluster.sh on free ports, always stopped."""
+    run_dir = tmp_path_factory.mktemp("cluster")
+    balancer_port, base_port = free_ports(REPLICAS)
+    env = {
+        **os.environ,
+        "PORT": str(balancer_port),
+        "BASE_PORT": str(base_port),
+        "CLUSTER_DIR": str(run_dir),
+        "MODEL_DIR": str(model_dir),
+        "WEB_CONCURRENCY": "1",  # three single-worker replicas share two cores
+        "GRACEFUL_TIMEOUT": "10",
+    }
+    started = subprocess.run(
+        ["bash", str(CLUSTER), "start", str(REPLICAS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        yield {
+            "url": f"http://127.0.0.1:{balancer_port}",
+            "run_dir": run_dir,
+            "ports": [base_port + i for i in range(REPLICAS)],
+            "pgids": [int((run_dir / f"replica-{i + 1}.pid").read_text()) for i in range(REPLICAS)],
+        }
+    finally:
+        try:
+            subprocess.run(["bash", str(CLUSTER), "stop"], env=env, capture_output=True, timeout=60, check=False)
+        except subprocess.TimeoutExpired:
+            pass  # whatever is left is killed below
+        for pid_file in run_dir.glob("*.pid"):
+            pgid = int(pid_file.read_text())
+            if group_members(pgid):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+@needs_nginx
+@pytest.mark.server
+def test_balancer_forwards_or_generates_request_id(cluster, test_rows):
+    row = test_rows[0]
+    given = requests.post(f"{cluster['url']}/predict", json=[row], headers={"X-Request-ID": "abc-123"}, timeout=30)
+    assert given.status_code == 200
+    assert given.headers["X-Request-ID"] == "abc-123"
+    generated = requests.post(f"{cluster['url']}/predict", json=[row], timeout=30)
+    assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["X-Request-ID"])
+    assert generated.json() == given.json()
+
+
+class Load:
+    """CLIENTS threads posting single rows and 10,000-row batches until told to stop."""
+
+    def __init__(self, url, rows, big_body):
+        self.url = f"{url}/predict"
+        self.rows = rows
+        self.big_body = big_body
+        self.expected_big = None
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.done = []  # (finish time, rows, failure or None)
+        self.stop = threading.Event()
+
+    def post(self, index):
+        big = index % BIG_EVERY == 0
+        body = self.big_body if big else json.dumps([self.rows[index % len(self.rows)]]).encode()
+        expected_rows = len(self.rows) if big else 1
+        try:
+            response = requests.post(self.url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+        except requests.RequestException as error:
+            return expected_rows, f"request {index}: {type(error).__name__}: {error}"
+        if response.status_code != 200:
+            return expected_rows, f"request {index}: HTTP {response.status_code}: {response.text[:200]}"
+        answer = response.json()
+        if len(answer) != expected_rows:
+            return expected_rows, f"request {index}: {len(answer)} results for {expected_rows} rows"
+        if big:
+            with self.lock:
+                self.expected_big = self.expected_big or answer
+            if answer != self.expected_big:
+                return expected_rows, f"request {index}: the 10,000-row answer changed"
+        return expected_rows, None
+
+    def client(self, deadline):
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            with self.lock:
+                index = self.sent
+                self.sent += 1
+            rows, failure = self.post(index)
+            with self.lock:
+                self.done.append((time.monotonic(), rows, failure))
+
+    def finished_after(self, moment):
+        with self.lock:
+            return [entry for entry in self.done if entry[0] > moment]
+
+
+def wait_for(condition, timeout, message):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.2)
+
+
+@needs_nginx
+@pytest.mark.server
+def test_killed_replica_costs_no_request(cluster, test_rows, test_body):
+    load = Load(cluster["url"], test_rows, test_body)
+    victim_port, *survivor_ports = cluster["ports"]
+    victim = cluster["pgids"][0]
+    baseline = [predict_count(port) for port in cluster["ports"]]
+    deadline = time.monotonic() + LOAD_DEADLINE_S
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        clients = [pool.submit(load.client, deadline) for _ in range(CLIENTS)]
+        try:
+            # The balancer spreads the load: every replica has served some before the kill.
+            wait_for(
+                lambda: all(predict_count(p) > b for p, b in zip(cluster["ports"], baseline, strict=True)),
+                20,
+                "not every replica served a request",
+            )
+            at_kill = [predict_count(port) for port in survivor_ports]
+            assert os.getpgid(victim) == victim and len(group_members(victim)) >= 2
+            os.killpg(victim, signal.SIGKILL)  # the gunicorn master and its worker
+            killed_at = time.monotonic()
+            wait_for(
+                lambda: len(load.finished_after(killed_at)) >= AFTER_KILL_REQUESTS,
+                LOAD_DEADLINE_S,
+                "the balancer stopped answering after the kill",
+            )
+        finally:
+            load.stop.set()
+            for client in clients:
+                client.result()
+
+    failures = [failure for _, _, failure in load.done if failure]
+    assert failures == []
+    after_kill = load.finished_after(killed_at)
+    assert sum(1 for _, n_rows, _ in after_kill if n_rows > 1) >= 2, "too few large requests after the kill"
+    assert group_members(victim) == []
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{victim_port}/health", timeout=2)
+    # The two survivors carried the load after the kill.
+    assert all(predict_count(p) > before for p, before in zip(survivor_ports, at_kill, strict=True))
+    # The failover path was taken: some request went to the dead replica and was replayed.
+    access_log = (cluster["run_dir"] / "nginx-access.log").read_text()
+    replayed = re.findall(rf"upstream=127\.0\.0\.1:{victim_port}, 127\.0\.0\.1:\d+ ", access_log)
+    assert replayed, "no request was retried away from the killed replica"
