@@ -41,7 +41,7 @@ class Predictor:
     def __init__(self, stages: Stages, max_rows: int):
         self.plan = compile_plan(stages)
         self.reader = BatchReader(self.plan.consumed_columns, max_rows)
-        self.selected_features = list(self.plan.consumed_columns)
+        self.selected_features = sorted(self.plan.consumed_columns)
 
     def predict(self, body: bytes, mimetype: str | None, fmt: str = ROWS_FORMAT,
                 inline_errors: bool = False) -> Prediction:

@@ -9,6 +9,7 @@ convert the rest and to name what is wrong.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -39,8 +40,18 @@ _NONE_TYPE = type(None)
 
 
 def show_value(value: object) -> str:
-    """A short, safe rendering of a client value for error messages (never the payload)."""
-    text = repr(value)
+    """A short, safe rendering of a client value for error messages (never the payload).
+
+    Strings are quoted, JSON literals, arrays and objects are shown as JSON (``true``,
+    ``[1]``), numbers as Python prints them; anything longer than 40 characters is cut.
+    """
+    if isinstance(value, (bool, list, dict)) or value is None:
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=repr)
+        except (ValueError, RecursionError):
+            text = type(value).__name__
+    else:
+        text = repr(value)
     if len(text) > _SHOWN_CHARS:
         text = text[: _SHOWN_CHARS - 3] + "..."
     return text

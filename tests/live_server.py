@@ -25,7 +25,10 @@ def free_port() -> int:
 class LiveServer:
     """gunicorn with the project's gunicorn.conf.py, bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, env: dict[str, str] | None = None, workers: int = 2, log_path: Path | None = None):
+    def __init__(self, env: dict[str, str] | None = None, workers: int = 2, log_path: Path | None = None,
+                 app: str | None = None):
+        """``app`` replaces gunicorn.conf.py's ``wsgi_app`` (bench/ serves its floor app this way)."""
+        self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -38,12 +41,15 @@ class LiveServer:
         self.env.update({k: v for k, v in (env or {}).items()})
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
+        self._log_file = None
 
     def start(self, wait: bool = True, timeout: float = 60) -> "LiveServer":
         """Start gunicorn; with ``wait``, return once /ready answers 200."""
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
+        if self.log_path:
+            self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        log = self._log_file or subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *([self.app] if self.app else [])],
             cwd=PROJECT_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         if wait:
@@ -70,14 +76,19 @@ class LiveServer:
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM the master (graceful), then SIGKILL the group if it lingers; return the exit code."""
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait(5)
+            if self.process is None or self.process.poll() is not None:
+                return self.process.returncode if self.process else 0
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                return self.process.wait(5)
+        finally:
+            if self._log_file:
+                self._log_file.close()
+                self._log_file = None
 
     def __enter__(self) -> "LiveServer":
         return self.start()
