@@ -66,10 +66,10 @@ class Predictor:
         features = self.selected_features
         rows = [
             {PROBABILITY: p, SELECTED_FEATURES: features, PREDICTED_CLASS: c}
-            for p, c in zip(scores.probabilities.tolist(), scores.classes.tolist())
+            for p, c in zip(scores.probabilities.tolist(), scores.classes.tolist(), strict=True)
         ]
         if ids is not None:
-            for row, row_id in zip(rows, ids):
+            for row, row_id in zip(rows, ids, strict=True):
                 if row_id is not None:
                     row[ROW_ID] = row_id
         for index, cell_errors in _group_by_row(scores.errors, invalid).items():

@@ -164,7 +164,7 @@ def _fast_numeric(kind: str, values: Sequence) -> np.ndarray | None:
     if types == {str}:
         cleaned = _clean_strings(kind, values)
         # A cell that cleans to "" is missing only if it was blank to begin with ("$" is not).
-        blanks_ok = all(not v.strip() for v, c in zip(values, cleaned) if not c)
+        blanks_ok = all(not v.strip() for v, c in zip(values, cleaned, strict=True) if not c)
         if blanks_ok and _DECIMAL_LINES_RE.fullmatch("\n".join(cleaned)):
             array = np.array([float(c) if c else math.nan for c in cleaned], dtype=np.float64)
             return array if not np.isinf(array).any() else None

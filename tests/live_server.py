@@ -43,7 +43,7 @@ class LiveServer:
         self.process: subprocess.Popen | None = None
         self._log_file = None
 
-    def start(self, wait: bool = True, timeout: float = 60) -> "LiveServer":
+    def start(self, wait: bool = True, timeout: float = 60) -> LiveServer:
         """Start gunicorn; with ``wait``, return once /ready answers 200."""
         if self.log_path:
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -90,7 +90,7 @@ class LiveServer:
                 self._log_file.close()
                 self._log_file = None
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
