@@ -86,7 +86,8 @@ def save_artifacts(out_dir: Path, imputer, scaler, model, manifest: dict) -> dic
         data = pickle.dumps(stage, protocol=pickle.HIGHEST_PROTOCOL)
         (out_dir / name).write_bytes(data)
         hashes[name] = sha256_bytes(data)
-    combined = sha256_bytes("".join(hashes[n] for n in STAGE_FILES).encode())
+    # The threshold lives only in the manifest but changes the answers: it is part of the version.
+    combined = sha256_bytes(("".join(hashes[n] for n in STAGE_FILES) + repr(float(manifest["threshold"]))).encode())
     manifest = {
         **manifest,
         "model_version": f"{manifest['created_at'][:10]}-{combined[:12]}",

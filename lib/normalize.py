@@ -30,10 +30,6 @@ from lib.schema import (
 
 _DECIMAL = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
 _DECIMAL_RE = re.compile(_DECIMAL)
-# One regex pass over a newline-joined column checks every cell in C instead of in a
-# Python loop; a failure sends the column to the cell-by-cell route.
-# Empty lines are cells that were blank (missing) after clean-up.
-_DECIMAL_LINES_RE = re.compile(rf"(?:(?:{_DECIMAL})?\n)*(?:{_DECIMAL})?")
 _WHITESPACE_RE = re.compile(r"\s+")
 _SHOWN_CHARS = 40
 _NONE_TYPE = type(None)
@@ -54,6 +50,9 @@ def show_value(value: object) -> str:
         text = repr(value)
     if len(text) > _SHOWN_CHARS:
         text = text[: _SHOWN_CHARS - 3] + "..."
+    if not text.isascii():
+        # Unpaired surrogates (JSON "\ud800" escapes) cannot be written back as UTF-8.
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
 
 
@@ -142,33 +141,63 @@ def parse_category(kind: str, value: object) -> str | None:
 _NUMERIC_PARSERS = {NUMERIC: parse_number, CURRENCY: parse_currency, PERCENT: parse_percent}
 
 
-def _clean_strings(kind: str, values: Sequence) -> list[str]:
-    """The bulk twin of the scalar parsers' clean-up, for columns without odd cells."""
+# Bulk route for string cells: the column is joined with newlines, cleaned with C-level string
+# methods, checked against a character class in one regex pass and converted with float().
+# Restricted to ASCII digits, signs, points, exponents and spaces, float() accepts exactly what
+# _DECIMAL accepts; anything else (a newline inside a cell, accounting parentheses, unicode
+# spaces, null tokens) sends the column to the cell-by-cell route, which is the reference.
+_BULK_CHARS_RE = re.compile(r"[0-9.eE+\- \t\n]*")
+_CURRENCY_DELETE = str.maketrans("", "", "$, \t")
+
+
+def _bulk_floats(kind: str, strings: Sequence[str]) -> np.ndarray | None:
+    """Convert a list of string cells in bulk; None when some cell needs the careful route."""
+    joined = "\n".join(strings)
+    if joined.count("\n") != len(strings) - 1:
+        return None
     if kind == CURRENCY:
-        return [v.replace("$", "").replace(",", "").strip() for v in values]
-    if kind == PERCENT:
-        return [v.strip().removesuffix("%").rstrip() for v in values]
-    return [v.strip() for v in values]
+        joined = joined.translate(_CURRENCY_DELETE)
+    elif kind == PERCENT:
+        joined = joined.replace("%\n", "\n").removesuffix("%")
+    if not _BULK_CHARS_RE.fullmatch(joined):
+        return None
+    lines = joined.split("\n")
+    try:
+        if "" not in lines:
+            return np.fromiter(map(float, lines), dtype=np.float64, count=len(lines))
+        # An empty line is a missing cell only if the cell was blank ("$" alone is not).
+        if any(strings[i].strip() for i, line in enumerate(lines) if not line):
+            return None
+        return np.array([float(line) if line else math.nan for line in lines], dtype=np.float64)
+    except ValueError:  # a malformed number such as "1.2.3" or "e5"
+        return None
 
 
 def _fast_numeric(kind: str, values: Sequence) -> np.ndarray | None:
-    """Convert a clean column in bulk; None when some cell needs the careful route."""
+    """Convert a column of numbers, nulls and clean strings in bulk; None when some cell needs
+    the careful route."""
     types = set(map(type, values))
-    if types <= {float, int, _NONE_TYPE}:
+    if not types <= {float, int, str, _NONE_TYPE}:
+        return None
+    if str not in types:
         try:
             array = np.array(values, dtype=np.float64)
         except OverflowError:
             return None
-        # NaN is a missing cell; infinities are invalid and go the careful route.
-        return array if not np.isinf(array).any() else None
-    if types == {str}:
-        cleaned = _clean_strings(kind, values)
-        # A cell that cleans to "" is missing only if it was blank to begin with ("$" is not).
-        blanks_ok = all(not v.strip() for v, c in zip(values, cleaned, strict=True) if not c)
-        if blanks_ok and _DECIMAL_LINES_RE.fullmatch("\n".join(cleaned)):
-            array = np.array([float(c) if c else math.nan for c in cleaned], dtype=np.float64)
-            return array if not np.isinf(array).any() else None
-    return None
+    elif types == {str}:
+        array = _bulk_floats(kind, values)
+    else:
+        positions = [i for i, v in enumerate(values) if type(v) is str]
+        parsed = _bulk_floats(kind, [values[i] for i in positions])
+        if parsed is None:
+            return None
+        try:
+            array = np.array([None if type(v) is str else v for v in values], dtype=np.float64)
+        except OverflowError:
+            return None
+        array[positions] = parsed
+    # NaN is a missing cell; infinities are invalid and go the careful route.
+    return None if array is None or np.isinf(array).any() else array
 
 
 def normalize_numeric(name: str, values: Sequence) -> tuple[np.ndarray, dict[int, str]]:
@@ -195,7 +224,7 @@ def normalize_numeric(name: str, values: Sequence) -> tuple[np.ndarray, dict[int
 def _code_lookup(kind: str) -> dict:
     levels = LEVELS[kind]
     missing = len(levels)
-    lookup: dict = {None: missing}
+    lookup: dict = dict.fromkeys((None, *NULL_TOKENS), missing)
     for alias, level in ALIASES[kind].items():
         lookup[alias] = levels.index(level)
     for code, level in enumerate(levels):
@@ -216,19 +245,20 @@ def normalize_categorical(name: str, values: Sequence) -> tuple[np.ndarray, dict
     levels = LEVELS[kind]
     lookup = _CODE_LOOKUPS[kind]
     try:
-        codes = [lookup.get(v) for v in values]
+        codes = list(map(lookup.get, values))
     except TypeError:  # an unhashable cell (list, object): check each cell below
         codes = [None] * len(values)
     errors: dict[int, str] = {}
-    for i, code in enumerate(codes):
-        if code is None:
-            try:
-                level = parse_category(kind, values[i])
-                codes[i] = len(levels) if level is None else levels.index(level)
-            except InvalidValue as exc:
-                codes[i] = len(levels)
-                errors[i] = str(exc)
-    return np.array(codes, dtype=np.intp), errors
+    if None in codes:
+        for i, code in enumerate(codes):
+            if code is None:
+                try:
+                    level = parse_category(kind, values[i])
+                    codes[i] = len(levels) if level is None else levels.index(level)
+                except InvalidValue as exc:
+                    codes[i] = len(levels)
+                    errors[i] = str(exc)
+    return np.fromiter(codes, dtype=np.intp, count=len(codes)), errors
 
 
 def normalize_column(name: str, values: Sequence) -> tuple[np.ndarray, dict[int, str]]:

@@ -8,7 +8,7 @@ a few array operations, with no pandas and no per-row Python.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -44,6 +44,8 @@ class Scores:
     probabilities: np.ndarray
     classes: np.ndarray
     errors: list[CellError]
+    numeric: np.ndarray | None = None
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def invalid_rows(self) -> set[int]:
@@ -59,7 +61,7 @@ def compile_plan(stages: Stages) -> ScoringPlan:
         raise ArtifactError(f"model.pkl variables {exog_names} differ from the manifest's {variables}")
     params = np.asarray(stages.model.params, dtype=np.float64)
     numeric, tables = [], {}
-    for variable, coef in zip(variables, params):
+    for variable, coef in zip(variables, params, strict=True):
         if variable in NUMERIC_COLUMNS:
             numeric.append((variable, coef))
             continue
@@ -85,28 +87,47 @@ def score_batch(plan: ScoringPlan, batch: RawBatch) -> Scores:
     """Normalise the consumed columns of ``batch`` and score every row.
 
     Invalid cells are reported in ``Scores.errors`` (with the row's id) and scored as
-    missing, so the arrays always have one entry per input row.
+    missing, so the arrays always have one entry per input row. ``Scores.numeric`` and
+    ``Scores.codes`` keep the normalised values (before imputation) for drift counting.
     """
     n = batch.n_rows
-    cell_errors: dict[tuple[int, str], str] = {}
-    numeric = np.empty((n, len(plan.numeric_columns)), dtype=np.float64)
+    n_numeric = len(plan.numeric_columns)
+    cell_errors: list[tuple[int, str, str]] = []
+    numeric = np.empty((n, n_numeric), dtype=np.float64)
     for j, name in enumerate(plan.numeric_columns):
         numeric[:, j], errors = normalize_numeric(name, batch.columns[name])
-        cell_errors.update(((i, name), msg) for i, msg in errors.items())
-    # Impute, then scale, exactly as SimpleImputer and StandardScaler do.
-    numeric = np.where(np.isnan(numeric), plan.fill, numeric)
-    linear = ((numeric - plan.center) / plan.scale) @ plan.coef
-    for name, table in plan.categorical_tables.items():
-        codes, errors = normalize_categorical(name, batch.columns[name])
-        cell_errors.update(((i, name), msg) for i, msg in errors.items())
-        linear += table[codes]
+        if errors:
+            cell_errors += [(i, name, message) for i, message in errors.items()]
+    codes = {}
+    for name in plan.categorical_tables:
+        codes[name], errors = normalize_categorical(name, batch.columns[name])
+        if errors:
+            cell_errors += [(i, name, message) for i, message in errors.items()]
+    # One term per variable group and row: the numeric terms impute, then scale exactly as
+    # SimpleImputer and StandardScaler do; each categorical column adds its level's coefficient.
+    terms = np.empty((n, n_numeric + len(codes)), dtype=np.float64)
+    imputed = np.where(np.isnan(numeric), plan.fill, numeric)
+    np.multiply((imputed - plan.center) / plan.scale, plan.coef, out=terms[:, :n_numeric])
+    for j, (name, table) in enumerate(plan.categorical_tables.items(), start=n_numeric):
+        terms[:, j] = table[codes[name]]
+    # A running sum along each row adds the terms left to right whatever the batch size (a
+    # matrix product or sum() may reorder them), so a row scores the same alone as in a batch.
+    linear = terms.cumsum(axis=1)[:, -1] if terms.shape[1] else np.zeros(n)
     probabilities = 1.0 / (1.0 + np.exp(-linear))
     classes = (probabilities >= plan.threshold).astype(np.int8)
-    errors = list(batch.errors) + [
-        CellError(i, column, msg, batch.id_of(i)) for (i, column), msg in cell_errors.items()
-    ]
-    errors.sort(key=lambda e: (e.index, COLUMNS.index(e.column) if e.column in COLUMNS else -1))
-    return Scores(probabilities=probabilities, classes=classes, errors=errors)
+    errors = list(batch.errors)
+    if cell_errors:
+        errors += [CellError(i, column, message, batch.id_of(i)) for i, column, message in cell_errors]
+    if len(errors) > 1:
+        errors.sort(key=_error_order)
+    return Scores(probabilities=probabilities, classes=classes, errors=errors, numeric=numeric, codes=codes)
+
+
+_COLUMN_ORDER = {name: position for position, name in enumerate(COLUMNS)}
+
+
+def _error_order(error: CellError) -> tuple[int, int]:
+    return error.index, _COLUMN_ORDER.get(error.column, -1)
 
 
 def check_golden(plan: ScoringPlan, manifest: dict) -> float:

@@ -27,7 +27,7 @@ from lib.errors import InputError
 from lib.features import design_matrix, normalize_frame, source_column
 from lib.reference import reference_probabilities
 from lib.report import write_report
-from lib.schema import CATEGORICAL_COLUMNS, COLUMNS, NUMERIC_COLUMNS, TARGET
+from lib.schema import CATEGORICAL_COLUMNS, COLUMNS, NUMERIC_COLUMNS, TARGET, kind_of
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_DATA = PACKAGE_DIR / "data" / "train.csv"
@@ -110,6 +110,27 @@ def choose_threshold(args: argparse.Namespace, probabilities: np.ndarray) -> tup
     return args.threshold, "fixed"
 
 
+def column_stats(frame: pd.DataFrame, imputer, scaler, levels: dict[str, list[str]], columns: list[str]) -> dict:
+    """Per consumed column, what the model card and the drift counters need, from the train split.
+
+    Numeric columns: imputation value, scaling centre and scale, and the range seen in
+    training (values outside it are counted at serving time as a cheap drift signal).
+    Categorical columns: the fixed levels, the first being the dropped base level.
+    """
+    stats = {}
+    for column in columns:
+        values = frame[column]
+        entry = {"kind": kind_of(column), "missing_share": float(values.isna().mean())}
+        if column in CATEGORICAL_COLUMNS:
+            entry["levels"] = levels[column]
+        else:
+            j = NUMERIC_COLUMNS.index(column)
+            entry.update(impute_value=float(imputer.statistics_[j]), center=float(scaler.mean_[j]),
+                         scale=float(scaler.scale_[j]), min=float(values.min()), max=float(values.max()))
+        stats[column] = entry
+    return stats
+
+
 def golden_row(frame: pd.DataFrame) -> dict:
     """One normalised row, JSON-ready, recorded with its probability to re-check at load."""
     row = frame.iloc[0]
@@ -174,6 +195,7 @@ def train(args: argparse.Namespace) -> dict:
         for v in variables
     ]
     final.remove_data()
+    consumed = [c for c in COLUMNS if c in {source_column(v) for v in variables}]
 
     manifest = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -187,7 +209,8 @@ def train(args: argparse.Namespace) -> dict:
         "categorical_columns": list(CATEGORICAL_COLUMNS),
         "category_levels": levels,
         "variables": coefficients,
-        "consumed_columns": [c for c in COLUMNS if c in {source_column(v) for v in variables}],
+        "consumed_columns": consumed,
+        "column_stats": column_stats(x_train, imputer, scaler, levels, consumed),
         "threshold": threshold,
         "threshold_rule": threshold_rule,
         "metrics": {

@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lib.errors import InvalidValue
 from lib.normalize import (
@@ -127,15 +129,57 @@ def _scalar_code(column, value):
     ("x82", ["f", "M", "Female", "x"]),
 ])
 def test_column_functions_agree_with_scalar_parsers(column, values):
+    _assert_column_agrees_with_scalar(column, values)
+
+
+def _assert_column_agrees_with_scalar(column, values):
     array, errors = normalize_column(column, values)
+    assert len(array) == len(values)
     for i, value in enumerate(values):
         try:
             want = _scalar_code(column, value)
         except InvalidValue as exc:
             assert errors[i] == str(exc)
             continue
-        assert i not in errors
-        assert (isinstance(want, float) and math.isnan(want) and math.isnan(array[i])) or array[i] == want
+        assert i not in errors, (value, errors[i])
+        assert (isinstance(want, float) and math.isnan(want) and math.isnan(array[i])) or array[i] == want, value
+
+
+# Cells close to valid numbers: the bulk route must accept exactly what the scalar parsers
+# accept, and give the same floats, whichever mix of cells shares the column.
+_NEAR_NUMBER = st.text(alphabet=st.sampled_from([*"0123456789" * 4, *".eE+-$,%() \t\n\r\xa0٣_"]), max_size=12)
+_NUMBER_CELL = st.one_of(
+    _NEAR_NUMBER,
+    st.from_regex(r"\A\(?-?\$?[0-9]{1,3}(,[0-9]{3})*(\.[0-9]+)?\)?( ?%)?\Z"),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.sampled_from([None, "", " ", "NaN", "null", "n/a", True, False, 10**400]),
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(column=st.sampled_from(["x0", "x12", "x63"]), values=st.lists(_NUMBER_CELL, min_size=1, max_size=8))
+def test_numeric_columns_agree_with_scalar_parsers_on_any_mix(column, values):
+    _assert_column_agrees_with_scalar(column, values)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(column=st.sampled_from(["x0", "x12", "x63"]), values=st.lists(_NEAR_NUMBER, min_size=1, max_size=8))
+def test_numeric_columns_of_strings_only_agree_with_scalar_parsers(column, values):
+    _assert_column_agrees_with_scalar(column, values)
+
+
+_CATEGORY_CELL = st.one_of(
+    st.sampled_from([alias for kind in LEVELS for alias in (*LEVELS[kind], "Sept", " MON ", "F", "")]),
+    st.text(max_size=6),
+    st.sampled_from([None, "NaN", "N/A", 1, 2.5, True]),
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(column=st.sampled_from(["x5", "x31", "x81", "x82"]), values=st.lists(_CATEGORY_CELL, min_size=1, max_size=8))
+def test_categorical_columns_agree_with_scalar_parsers_on_any_mix(column, values):
+    _assert_column_agrees_with_scalar(column, values)
 
 
 @pytest.mark.parametrize(("values", "expected"), [
@@ -146,6 +190,19 @@ def test_bulk_route(values, expected):
     array, errors = normalize_numeric("x1", values)
     np.testing.assert_array_equal(array, np.array(expected))
     assert errors == {}
+
+
+@pytest.mark.parametrize(("column", "values", "bad"), [
+    ("x1", ["1_000", "2"], [0]),  # float() takes underscores, the contract does not
+    ("x1", ["1.5", "1\n2"], [1]),  # a newline inside a cell must not split it in two
+    ("x1", ["1.2.3", "4"], [0]),
+    ("x12", ["$1", "(2", "$3"], [1]),
+    ("x63", ["5%", "5%%", "%"], [1, 2]),
+    ("x1", ["٣", "1"], []),  # unicode digits: float() and the scalar parser agree
+])
+def test_bulk_route_sends_odd_cells_to_the_careful_route(column, values, bad):
+    _, errors = normalize_numeric(column, values)
+    assert sorted(errors) == bad
 
 
 def test_bulk_currency_rejects_blank_after_cleanup():
