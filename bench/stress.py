@@ -1,0 +1,275 @@
+"""The stress tool behind stress_test.sh: single-row loops and random batches against a server.
+
+Rows come from lib/data/test.json. Every answer is checked: status 200, a JSON list with one
+result per row, each probability a number in [0, 1], each class 0 or 1, and the same
+probability for a test row whichever request carried it. Progress lines go to stdout while it
+runs, a summary per kind at the end; the exit status is 1 if any request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.client import PREDICT_PATH, PREDICTED_CLASS, PROBABILITY, HttpClient
+from bench.stats import latency_summary
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+DEFAULT_URL = "http://127.0.0.1:1313"
+DEFAULT_DATA = PROJECT_DIR / "lib" / "data" / "test.json"
+SINGLE = "single"
+BATCH = "batch"
+#: The same row must score the same in any request (SPEC §4's parity tolerance).
+TOLERANCE = 1e-9
+#: How many error messages the summary lists.
+LISTED_ERRORS = 10
+
+
+@dataclass(frozen=True)
+class Job:
+    """One request to send: its kind and the indices of the test rows in its body."""
+
+    kind: str
+    rows: tuple[int, ...]
+
+
+@dataclass
+class Phase:
+    """What one kind of request gave: counts, latencies of answered requests, wall time."""
+
+    kind: str
+    planned: int
+    sent: int = 0
+    errors: int = 0
+    rows_ok: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+
+    def row(self) -> dict[str, float | int | str]:
+        """The summary figures of this phase."""
+        seconds = self.seconds or float("nan")
+        return {"kind": self.kind, "requests": self.sent, "errors": self.errors, "rows": self.rows_ok,
+                "seconds": self.seconds, "req/s": self.sent / seconds, "rows/s": self.rows_ok / seconds,
+                **latency_summary(self.latencies)}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="stress_test.sh",
+        description="Send single-row requests, then random batches of lib/data/test.json rows, to a running "
+                    "prediction server; check every answer; print progress and a summary. "
+                    "Exits 1 if any request failed.",
+    )
+    parser.add_argument("--url", default=DEFAULT_URL, help="base URL of the server (default: %(default)s)")
+    parser.add_argument("-n", "--requests", type=int, default=10_000, metavar="N",
+                        help="single-row requests, looping over the test rows (default: %(default)s)")
+    parser.add_argument("-b", "--batches", type=int, default=200, metavar="N",
+                        help="random batches of random test rows (default: %(default)s)")
+    parser.add_argument("-c", "--concurrency", type=int, default=4, metavar="N",
+                        help="requests in flight at once (default: %(default)s)")
+    parser.add_argument("--max-batch", type=int, default=1000, metavar="ROWS",
+                        help="largest batch; sizes are uniform in 1..ROWS (default: %(default)s)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="JSON array of rows to draw from (default: lib/data/test.json)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the batch draws (default: random)")
+    parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="per-request timeout (default: %(default)s)")
+    parser.add_argument("--max-errors", type=int, default=100, metavar="N",
+                        help="stop early after this many failed requests (default: %(default)s)")
+    parser.add_argument("--progress-seconds", type=float, default=2.0, metavar="SECONDS",
+                        help="interval of the progress lines (default: %(default)s)")
+    args = parser.parse_args(argv)
+    for name in ("requests", "batches"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be 0 or more, got {getattr(args, name)}")
+    for name in ("concurrency", "max_batch", "max_errors"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not args.data.is_file():
+        parser.error(f"{args.data} not found: ./run_api.sh generates lib/data/test.json, or pass --data")
+    if args.seed is None:
+        args.seed = random.randrange(2**31)
+    return args
+
+
+def encode_rows(path: Path) -> list[bytes]:
+    """Each row of a JSON array file, encoded once as its own JSON object."""
+    rows = json.loads(path.read_bytes())
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise SystemExit(f"{path} must hold a non-empty JSON array of row objects")
+    return [json.dumps(row, separators=(",", ":")).encode() for row in rows]
+
+
+def plan_jobs(n_rows: int, requests: int, batches: int, max_batch: int, seed: int) -> dict[str, list[Job]]:
+    """Single-row requests cycling through the rows, and batches of random sizes and rows."""
+    rng = random.Random(seed)
+    population = range(n_rows)
+    return {
+        SINGLE: [Job(SINGLE, (i % n_rows,)) for i in range(requests)],
+        BATCH: [Job(BATCH, tuple(rng.choices(population, k=rng.randint(1, max_batch)))) for _ in range(batches)],
+    }
+
+
+def request_body(job: Job, encoded: Sequence[bytes]) -> bytes:
+    """A single row is sent as a JSON object, a batch as a JSON array."""
+    if job.kind == SINGLE:
+        return encoded[job.rows[0]]
+    return b"[" + b",".join(encoded[i] for i in job.rows) + b"]"
+
+
+def check_answer(status: int, body: bytes, rows: Sequence[int], seen: dict[int, float]) -> str | None:
+    """None if the answer is right for ``rows``, else what is wrong with it."""
+    if status != 200:
+        return f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}"
+    try:
+        results = json.loads(body)
+    except ValueError as exc:
+        return f"the answer is not JSON: {exc}"
+    if not isinstance(results, list) or len(results) != len(rows):
+        got = f"{len(results)} results" if isinstance(results, list) else f"a JSON {type(results).__name__}"
+        return f"{got} for {len(rows)} rows"
+    for position, (index, result) in enumerate(zip(rows, results, strict=True)):
+        where = f"result {position} (test row {index})"
+        if not isinstance(result, dict):
+            return f"{where} is not an object: {str(result)[:100]}"
+        probability, predicted = result.get(PROBABILITY), result.get(PREDICTED_CLASS)
+        if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 <= probability <= 1:
+            return f"{where}: {PROBABILITY} {probability!r} is not a number in [0, 1]"
+        if isinstance(predicted, bool) or predicted not in (0, 1):
+            return f"{where}: {PREDICTED_CLASS} {predicted!r} is not 0 or 1"
+        earlier = seen.setdefault(index, probability)
+        if abs(earlier - probability) > TOLERANCE:
+            return f"{where}: {PROBABILITY} {probability!r} differs from the {earlier!r} answered before"
+    return None
+
+
+class Runner:
+    """Sends jobs from a pool of threads, one HTTP connection each, and tallies the answers."""
+
+    def __init__(self, url: str, encoded: Sequence[bytes], concurrency: int, timeout: float,
+                 max_errors: int, progress_seconds: float, out: Callable[[str], None] = print):
+        self.url, self.encoded, self.concurrency, self.timeout = url, encoded, concurrency, timeout
+        self.max_errors, self.progress_seconds, self.out = max_errors, progress_seconds, out
+        self.errors = 0
+        self.seen: dict[int, float] = {}
+        self._local = threading.local()
+        self._clients: list[HttpClient] = []
+
+    def _client(self) -> HttpClient:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = HttpClient(self.url, self.timeout)
+            self._clients.append(client)
+        return client
+
+    def _send(self, job: Job) -> tuple[float | None, str | None]:
+        try:
+            reply = self._client().post_json(PREDICT_PATH, request_body(job, self.encoded))
+        except (OSError, http.client.HTTPException) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        return reply.seconds, check_answer(reply.status, reply.body, job.rows, self.seen)
+
+    def run(self, kind: str, jobs: Sequence[Job]) -> Phase:
+        """Send every job (or until ``max_errors`` failures in all); return the phase's figures."""
+        phase = Phase(kind, len(jobs))
+        if not jobs or self.errors >= self.max_errors:
+            return phase
+        started = last_report = time.perf_counter()
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"stress-{kind}")
+        try:
+            futures = {pool.submit(self._send, job): job for job in jobs}
+            for future in as_completed(futures):
+                seconds, error = future.result()
+                phase.sent += 1
+                if seconds is not None:
+                    phase.latencies.append(seconds)
+                if error is None:
+                    phase.rows_ok += len(futures[future].rows)
+                else:
+                    phase.errors += 1
+                    self.errors += 1
+                    if len(phase.messages) < LISTED_ERRORS:
+                        phase.messages.append(error)
+                    if self.errors >= self.max_errors:
+                        self.out(f"[{kind}] stopping: {self.errors} failed requests (--max-errors {self.max_errors})")
+                        break
+                now = time.perf_counter()
+                if now - last_report >= self.progress_seconds:
+                    last_report = now
+                    self.out(_progress(phase, now - started))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            phase.seconds = time.perf_counter() - started
+        self.out(_progress(phase, phase.seconds))
+        return phase
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        for client in self._clients:
+            client.close()
+
+
+def _progress(phase: Phase, elapsed: float) -> str:
+    rate = phase.sent / elapsed if elapsed else 0.0
+    return (f"[{phase.kind}] {phase.sent}/{phase.planned} requests, {phase.errors} errors, "
+            f"{rate:,.0f} req/s, {elapsed:.1f} s")
+
+
+def format_summary(phases: Sequence[Phase]) -> str:
+    """The summary table: one line per kind and a total."""
+    total = Phase("total", sum(p.planned for p in phases), sum(p.sent for p in phases),
+                  sum(p.errors for p in phases), sum(p.rows_ok for p in phases), sum(p.seconds for p in phases))
+    header = (f"{'kind':<8}{'requests':>10}{'errors':>8}{'rows':>10}{'seconds':>9}{'req/s':>9}{'rows/s':>10}"
+              f"{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
+    lines = [header]
+    for phase in [*phases, total]:
+        r = phase.row()
+        latency = "".join(f"{r[q]:>9.1f}" for q in ("p50", "p95", "p99")) if phase is not total else ""
+        lines.append(f"{r['kind']:<8}{r['requests']:>10}{r['errors']:>8}{r['rows']:>10}{r['seconds']:>9.2f}"
+                     f"{r['req/s']:>9,.0f}{r['rows/s']:>10,.0f}{latency}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        HttpClient(args.url, timeout=5).request("GET", "/health")
+    except (OSError, http.client.HTTPException) as exc:
+        print(f"FAILED: cannot reach {args.url} ({type(exc).__name__}: {exc}); is the server running?")
+        return 1
+    encoded = encode_rows(args.data)
+    jobs = plan_jobs(len(encoded), args.requests, args.batches, args.max_batch, args.seed)
+    print(f"stress test of {args.url}: {args.requests} single-row requests, {args.batches} batches of "
+          f"1..{args.max_batch} rows, concurrency {args.concurrency}, {len(encoded)} rows from {args.data}, "
+          f"seed {args.seed}", flush=True)
+    runner = Runner(args.url, encoded, args.concurrency, args.timeout, args.max_errors, args.progress_seconds,
+                    out=lambda line: print(line, flush=True))
+    try:
+        phases = [runner.run(kind, jobs[kind]) for kind in (SINGLE, BATCH)]
+    finally:
+        runner.close()
+    print("\nsummary")
+    print(format_summary(phases))
+    unsent = sum(p.planned - p.sent for p in phases)
+    if runner.errors or unsent:
+        print(f"\nFAILED: {runner.errors} failed requests, {unsent} not sent")
+        for phase in phases:
+            for message in phase.messages:
+                print(f"  [{phase.kind}] {message}")
+        return 1
+    print(f"\nOK: {sum(p.sent for p in phases)} requests, {sum(p.rows_ok for p in phases)} rows, 0 errors")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""stress_test.sh: passes against the real server, fails on a down or wrong one, checks answers."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from bench.stress import check_answer
+from tests.live_server import PROJECT_DIR, free_port
+
+STRESS = PROJECT_DIR / "stress_test.sh"
+SMALL_RUN = ["--requests", "120", "--batches", "8", "--max-batch", "300", "--concurrency", "3", "--seed", "7"]
+
+
+def stress(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(STRESS), *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def summary_line(output: str, kind: str) -> dict[str, float]:
+    """The figures of one line of the summary table."""
+    header, *lines = output.split("\nsummary\n", 1)[1].splitlines()
+    names = re.split(r"\s{2,}", header.strip())
+    line = next(line for line in lines if line.startswith(kind + " "))
+    values = line.split()
+    return {name: float(value.replace(",", "")) for name, value in zip(names[1:], values[1:], strict=True)}
+
+
+@pytest.mark.server
+def test_small_run_against_the_real_server_passes_with_a_summary(server):
+    done = stress("--url", server.url, *SMALL_RUN)
+    assert done.returncode == 0, done.stdout + done.stderr
+    single, batch = summary_line(done.stdout, "single"), summary_line(done.stdout, "batch")
+    assert (single["requests"], single["errors"], single["rows"]) == (120, 0, 120)
+    assert (batch["requests"], batch["errors"]) == (8, 0)
+    assert 8 <= batch["rows"] <= 8 * 300
+    for figures in (single, batch):
+        assert figures["rows/s"] > 0
+        assert 0 < figures["p50 ms"] <= figures["p95 ms"] <= figures["p99 ms"]
+    assert "[single] 120/120 requests, 0 errors" in done.stdout
+    assert re.search(r"^OK: 128 requests, \d+ rows, 0 errors$", done.stdout, re.MULTILINE)
+
+
+def test_help_names_every_argument():
+    done = stress("--help")
+    assert done.returncode == 0
+    for option in ("--url", "--requests", "--batches", "--concurrency", "--max-batch", "--data", "--seed"):
+        assert option in done.stdout
+
+
+def test_refuses_a_server_that_is_down():
+    done = stress("--url", f"http://127.0.0.1:{free_port()}", *SMALL_RUN)
+    assert done.returncode == 1
+    assert "FAILED: cannot reach" in done.stdout
+
+
+def test_refuses_bad_arguments():
+    done = stress("--concurrency", "0")
+    assert done.returncode == 2
+    assert "--concurrency must be at least 1, got 0" in done.stderr
+
+
+def _answer(n_rows: int, probability: object = 0.25) -> list[dict]:
+    return [{"probability_positiveclass": probability, "selected_features": ["x5"], "predicted_class": 0}] * n_rows
+
+
+# How a wrong server answers a body of n rows: (status, body).
+WRONG_SERVERS = {
+    "status 500": lambda n: (500, b'{"error": "internal"}'),
+    "one result short": lambda n: (200, json.dumps(_answer(n - 1)).encode()),
+    "probability above 1": lambda n: (200, json.dumps(_answer(n, 1.5)).encode()),
+    "not JSON": lambda n: (200, b"<html>"),
+}
+
+
+@pytest.fixture(scope="module")
+def few_rows(test_rows, tmp_path_factory):
+    """50 test rows, enough for runs that only need to fail."""
+    path = tmp_path_factory.mktemp("stress") / "rows.json"
+    path.write_text(json.dumps(test_rows[:50]))
+    return str(path)
+
+
+@pytest.fixture(params=sorted(WRONG_SERVERS))
+def wrong_server(request):
+    """A server that answers /health but gets /predict wrong in one way."""
+    answer = WRONG_SERVERS[request.param]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self._send(200, b'{"status": "ok"}')
+
+        def do_POST(self):
+            rows = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self._send(*answer(len(rows) if isinstance(rows, list) else 1))
+
+        def _send(self, status, body):
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_fails_on_every_wrong_answer(wrong_server, few_rows):
+    done = stress("--url", wrong_server, "--data", few_rows, "--requests", "20", "--batches", "5", "--max-batch", "50",
+                  "--concurrency", "2", "--seed", "3")
+    assert done.returncode == 1, done.stdout
+    assert summary_line(done.stdout, "single")["errors"] == 20
+    assert summary_line(done.stdout, "batch")["errors"] == 5
+    assert "FAILED: 25 failed requests, 0 not sent" in done.stdout
+
+
+@pytest.mark.parametrize("wrong_server", ["status 500"], indirect=True)
+def test_stops_early_after_max_errors(wrong_server, few_rows):
+    done = stress("--url", wrong_server, "--data", few_rows, "--requests", "500", "--batches", "5",
+                  "--concurrency", "1", "--max-errors", "10")
+    assert done.returncode == 1
+    assert "stopping: 10 failed requests (--max-errors 10)" in done.stdout
+    assert re.search(r"FAILED: 10 failed requests, \d+ not sent", done.stdout)
+
+
+def _body(*probabilities, predicted=0) -> bytes:
+    return json.dumps([{"probability_positiveclass": p, "predicted_class": predicted} for p in probabilities]).encode()
+
+
+@pytest.mark.parametrize(("status", "body", "rows", "problem"), [
+    (200, _body(0.0, 1.0), [0, 1], None),
+    (200, _body(0.5), [2], None),
+    (422, b'{"error": "invalid_rows"}', [0], 'HTTP 422: {"error": "invalid_rows"}'),
+    (200, b"[1,", [0], "the answer is not JSON"),
+    (200, b'{"a": 1}', [0], "a JSON dict for 1 rows"),
+    (200, _body(0.5), [0, 1], "1 results for 2 rows"),
+    (200, b"[3]", [0], "result 0 (test row 0) is not an object"),
+    (200, _body(-0.1), [0], "probability_positiveclass -0.1 is not a number in [0, 1]"),
+    (200, _body("0.5"), [0], "probability_positiveclass '0.5' is not a number in [0, 1]"),
+    (200, _body(True), [0], "probability_positiveclass True is not a number in [0, 1]"),
+    (200, _body(0.5, predicted=2), [0], "predicted_class 2 is not 0 or 1"),
+    (200, _body(0.5, predicted=True), [0], "predicted_class True is not 0 or 1"),
+    (200, _body(0.3), [1], "result 0 (test row 1): probability_positiveclass 0.3 differs from the 1.0 answered"),
+])
+def test_check_answer(status, body, rows, problem):
+    seen = {0: 0.0, 1: 1.0}
+    result = check_answer(status, body, rows, seen)
+    if problem is None:
+        assert result is None
+        assert seen[rows[-1]] == json.loads(body)[-1]["probability_positiveclass"]
+    else:
+        assert result is not None and problem in result
