@@ -47,6 +47,12 @@ def on_starting(server):
             os.remove(os.path.join(path, name))
 
 
+def pre_request(worker, req):
+    """Restart the worker's heartbeat at each request: an idle sync worker beats only every
+    timeout / 2 seconds, so a request could otherwise get half of GUNICORN_TIMEOUT."""
+    worker.notify()
+
+
 def child_exit(server, worker):
     """Let prometheus_client drop the live gauges of a dead worker."""
     from prometheus_client import multiprocess

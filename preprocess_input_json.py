@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any
@@ -26,11 +27,14 @@ from lib.errors import CellError, LimitError, PayloadError, UnsupportedMediaErro
 from lib.normalize import show_value
 from lib.schema import COLUMNS, ID_KEY
 
+# Ids are echoed as JSON numbers, which the encoder writes only up to 64 bits.
+_ID_INT_MIN, _ID_INT_MAX = -(2**63), 2**64 - 1
+
 JSON = "json"
 CSV = "csv"
 CSV_MIMETYPES = frozenset({"text/csv", "application/csv", "text/comma-separated-values"})
 _JSON_START = (b"[", b"{")
-_WHITESPACE = b" \t\r\n"
+_CONTENT_RE = re.compile(rb"[^ \t\r\n]")
 
 
 def detect_format(body: bytes, mimetype: str | None) -> str:
@@ -43,7 +47,7 @@ def detect_format(body: bytes, mimetype: str | None) -> str:
     mimetype = (mimetype or "").lower()
     if mimetype in CSV_MIMETYPES:
         return CSV
-    head = body.lstrip(_WHITESPACE)
+    head = _content(body)
     if head.startswith(_JSON_START) or mimetype == "application/json" or mimetype.endswith("+json"):
         return JSON
     first_line = head.split(b"\n", 1)[0].strip().decode("utf-8", "replace")
@@ -54,7 +58,7 @@ def detect_format(body: bytes, mimetype: str | None) -> str:
         json.loads(head)
     except (ValueError, RecursionError):
         raise UnsupportedMediaError(
-            f"the body is neither JSON nor CSV (Content-Type {mimetype or 'absent'}); "
+            f"the body is neither JSON nor CSV (Content-Type {mimetype[:40] or 'absent'}); "
             "send a JSON object or array, or CSV with a header row as text/csv"
         ) from None
     return JSON
@@ -69,11 +73,12 @@ class BatchReader:
         fields = [(c, Any, None) for c in self.columns] + [(ID_KEY, Any, None)]
         row = msgspec.defstruct("Row", fields)
         self._decoder = msgspec.json.Decoder(row | list[row])
-        self._get = attrgetter(*self.columns, ID_KEY)
+        self._getters = [attrgetter(c) for c in self.columns]
+        self._get_id = attrgetter(ID_KEY)
 
     def read(self, body: bytes, mimetype: str | None) -> RawBatch:
         """Turn a request body into a batch; raise PayloadError / UnsupportedMediaError / LimitError."""
-        if not body.strip(_WHITESPACE):
+        if not _content(body):
             raise PayloadError("the body is empty: send a JSON object, a JSON array of objects, or CSV")
         if detect_format(body, mimetype) == CSV:
             return self._read_csv(body)
@@ -88,16 +93,18 @@ class BatchReader:
             return self._read_json_slowly(body)
         except msgspec.DecodeError as exc:
             raise PayloadError(f"malformed JSON: {_describe_syntax_error(exc, len(body))}") from None
+        except RecursionError:  # msgspec too gives up on deep nesting, even inside skipped keys
+            raise PayloadError("malformed JSON: nested too deeply") from None
         rows = decoded if isinstance(decoded, list) else [decoded]
         self._check_count(len(rows))
-        values = list(zip(*map(self._get, rows)))
-        return self._batch(len(rows), values[:-1], values[-1])
+        values = [list(map(get, rows)) for get in self._getters]
+        return self._batch(len(rows), values, list(map(self._get_id, rows)))
 
     def _read_json_slowly(self, body: bytes) -> RawBatch:
         """Generic decode for bodies the typed decoder refused: finds the wrong shape or lets
         out-of-range numbers through as infinities for the normaliser to reject."""
         try:
-            decoded = json.loads(body, parse_constant=_reject_constant)
+            decoded = json.loads(body, parse_constant=_reject_constant, parse_int=_parse_int)
         except RecursionError:
             raise PayloadError("malformed JSON: nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
@@ -116,11 +123,13 @@ class BatchReader:
 
     def _read_csv(self, body: bytes) -> RawBatch:
         wanted = set(self.columns) | {ID_KEY}
+        options = {"dtype": str, "keep_default_na": False, "na_filter": False, "encoding": "utf-8"}
         try:
-            frame = pd.read_csv(
-                io.BytesIO(body), dtype=str, keep_default_na=False, na_filter=False,
-                usecols=lambda name: name in wanted, encoding="utf-8",
-            )
+            frame = pd.read_csv(io.BytesIO(body), usecols=lambda name: name in wanted, **options)
+            if frame.columns.empty:
+                # Without any wanted column pandas reads no rows either: count them on the
+                # first column (each such row is all missing values).
+                frame = pd.read_csv(io.BytesIO(body), usecols=[0], **options)[[]]
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise PayloadError(f"malformed CSV: {str(exc).strip()[:200]}") from None
         self._check_count(len(frame))
@@ -138,29 +147,60 @@ class BatchReader:
             raise LimitError(f"{n_rows} rows is over the limit of {self.max_rows} rows per request (MAX_ROWS)")
 
     def _batch(self, n_rows: int, values: Sequence[Sequence], ids: Sequence) -> RawBatch:
-        problems = _check_ids(ids)
+        id_types = set(map(type, ids))
+        if id_types == {type(None)}:
+            return RawBatch(n_rows=n_rows, columns=dict(zip(self.columns, values, strict=True)), ids=None, errors=[])
+        problems = [] if id_types <= {str} and all(map(str.isascii, ids)) else _check_ids(ids)
         if problems:
             bad = {i for i, _ in problems}
             ids = [None if i in bad else v for i, v in enumerate(ids)]
         return RawBatch(
             n_rows=n_rows,
-            columns=dict(zip(self.columns, values)),
+            columns=dict(zip(self.columns, values, strict=True)),
             ids=list(ids) if any(v is not None for v in ids) else None,
             errors=[CellError(i, ID_KEY, msg) for i, msg in problems],
         )
+
+
+def _content(body: bytes) -> bytes:
+    """``body`` from its first non-whitespace byte, without copying a long body to find it."""
+    start = _CONTENT_RE.search(body)
+    return body[start.start():] if start and start.start() else (body if start else b"")
 
 
 def _check_ids(ids: Sequence) -> list[tuple[int, str]]:
     """Row ids must be strings or finite numbers; anything else is an invalid cell."""
     problems = []
     for i, value in enumerate(ids):
-        if value is None or isinstance(value, str):
+        if value is None or (isinstance(value, str) and (value.isascii() or _encodable(value))):
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
             isinstance(value, float) and not math.isfinite(value)
         ):
             problems.append((i, f"expected a string or a number, got {show_value(value)}"))
+        elif isinstance(value, str):
+            problems.append((i, "the string holds an unpaired surrogate (\\ud800-\\udfff): it is not text"))
+        elif isinstance(value, int) and not _ID_INT_MIN <= value <= _ID_INT_MAX:
+            problems.append((i, f"integer out of range: {show_value(value)}; send a long id as a string"))
     return problems
+
+
+def _encodable(text: str) -> bool:
+    # The standard library decoder (the slow route) lets unpaired surrogate escapes through.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _parse_int(text: str) -> int | float:
+    # Python refuses to convert integers of more than 4,300 digits; as a float such a number
+    # is an infinity, which the normaliser reports as an invalid cell, not as malformed JSON.
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _describe_syntax_error(exc: Exception, n_bytes: int) -> str:

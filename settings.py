@@ -42,6 +42,9 @@ class Settings:
     allow_version_mismatch: bool = False
     max_listed_errors: int = 100
     log_level: str = "info"
+    # Off only to measure what observability costs (bench/overhead.py).
+    metrics_enabled: bool = True
+    access_log: bool = True
 
     @property
     def max_body_bytes(self) -> int:
@@ -49,12 +52,18 @@ class Settings:
         return self.max_body_mb * MB
 
     @property
+    def deadline_seconds(self) -> float:
+        """How long the app works on one /predict request before answering 504: a fifth less
+        than GUNICORN_TIMEOUT, so that it answers before gunicorn kills the worker."""
+        return self.gunicorn_timeout * 0.8
+
+    @property
     def bind_address(self) -> str:
         """The address gunicorn listens on: BIND if set, else all interfaces on PORT."""
         return self.bind or f"0.0.0.0:{self.port}"
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         """Settings from environment variables; unset ones keep their defaults."""
         environ = os.environ if environ is None else environ
         values = {}
@@ -73,12 +82,14 @@ class Settings:
                 else:
                     values[field.name] = raw
             except ValueError:
-                raise SystemExit(f"environment variable {field.name.upper()}={raw!r} is not a valid {type(default).__name__}") from None
+                raise SystemExit(
+                    f"environment variable {field.name.upper()}={raw!r} is not a valid {type(default).__name__}"
+                ) from None
         settings = cls(**values)
         settings.validate()
         return settings
 
-    def with_overrides(self, overrides: dict | None) -> "Settings":
+    def with_overrides(self, overrides: dict | None) -> Settings:
         """A copy with some fields replaced (the factory's ``test_config``)."""
         settings = replace(self, **(overrides or {}))
         settings.validate()

@@ -80,3 +80,20 @@ def server(model_dir, tmp_path_factory):
     live = LiveServer(env={"MODEL_DIR": str(model_dir)}, workers=2, log_path=log).start()
     yield live
     live.stop()
+
+
+@pytest.fixture()
+def start_server(model_dir, tmp_path):
+    """A factory of private gunicorn servers (env overrides the defaults); each one is stopped
+    after the test, passed or failed, even if it never became ready."""
+    started: list[LiveServer] = []
+
+    def start(env: dict[str, str] | None = None, workers: int = 1, wait: bool = True) -> LiveServer:
+        live = LiveServer(env={"MODEL_DIR": str(model_dir), **(env or {})}, workers=workers,
+                          log_path=tmp_path / f"gunicorn-{len(started)}.log")
+        started.append(live)
+        return live.start(wait=wait)
+
+    yield start
+    for live in started:
+        live.stop()

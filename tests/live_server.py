@@ -53,7 +53,11 @@ class LiveServer:
             cwd=PROJECT_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         if wait:
-            self.wait_ready(timeout)
+            try:
+                self.wait_ready(timeout)
+            except BaseException:
+                self.stop()  # never leave a server behind that did not come up
+                raise
         return self
 
     def wait_ready(self, timeout: float = 60) -> None:
