@@ -7,16 +7,25 @@ factory, before the first request.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import signal
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 
 import orjson
 from flask import Flask, Response, g, request
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from access_log import AccessLog
+from api_docs import docs_blueprint
+from api_schema import openapi_document
 from lib.artifacts import load_artifacts, read_manifest, verify_files
 from lib.errors import (
     ArtifactError,
@@ -28,8 +37,13 @@ from lib.errors import (
 )
 from lib.scorer import check_golden
 from metrics import Metrics
-from predictor import FORMATS, Predictor, ROWS_FORMAT
+from predictor import FORMATS, PHASES, ROWS_FORMAT, Predictor
 from settings import Settings
+
+
+class DeadlineError(ServiceError):
+    """A request ran past its time budget; raised from SIGALRM by ``deadline``."""
+
 
 ERROR_STATUS = {
     PayloadError: 400,
@@ -37,16 +51,16 @@ ERROR_STATUS = {
     UnsupportedMediaError: 415,
     InputError: 422,
     ArtifactError: 503,
+    DeadlineError: 504,
 }
 ERROR_CODES = {400: "bad_request", 413: "too_large", 415: "unsupported_media_type",
-               422: "invalid_rows", 503: "not_ready"}
+               422: "invalid_rows", 503: "not_ready", 504: "deadline_exceeded"}
 REQUEST_ID_HEADER = "X-Request-ID"
 MODEL_VERSION_HEADER = "X-Model-Version"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 ERRORS_MODES = ("reject", "inline")
 
 log = logging.getLogger("predict")
-access_log = logging.getLogger("predict.access")
 
 
 def json_response(payload: object, status: int = 200) -> Response:
@@ -60,6 +74,11 @@ def error_response(status: int, message: str, **extra: object) -> Response:
     return json_response({"error": code, "message": message, **extra}, status)
 
 
+def server_timing(phases: dict[str, float]) -> str:
+    """The Server-Timing header value: each phase's duration in milliseconds."""
+    return ", ".join(f"{name};dur={seconds * 1000:.3f}" for name, seconds in phases.items())
+
+
 def _status_code_name(status: int) -> str:
     try:
         return re.sub(r"\W+", "_", HTTPStatus(status).phrase).lower()
@@ -67,19 +86,55 @@ def _status_code_name(status: int) -> str:
         return "error"
 
 
+@contextmanager
+def deadline(seconds: float, message: str) -> Iterator[None]:
+    """Raise DeadlineError(message) inside the block once ``seconds`` have passed.
+
+    gunicorn kills a sync worker that overruns its timeout, and the client then gets
+    gunicorn's HTML 500 instead of an answer; this lets the app answer first and go on
+    serving. Only the main thread can take signals, and a real-time timer somebody else
+    set (pytest-timeout) is left alone: the block then runs without a deadline.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0]:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise DeadlineError(message)
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def read_body(max_bytes: int) -> bytes:
+    """The whole request body, refused when it is over ``max_bytes`` or shorter than announced."""
+    try:
+        body = request.get_data(cache=False)
+    except ParseException:  # gunicorn reads chunked framing while the app reads the body
+        raise PayloadError("the chunked transfer encoding of the body is malformed") from None
+    announced = request.content_length
+    if announced is None and len(body) >= max_bytes:
+        # Without Content-Length (chunked), werkzeug stops reading at MAX_CONTENT_LENGTH and
+        # hands over what it has, as if the body ended there.
+        raise RequestEntityTooLarge()
+    if announced is not None and len(body) < announced:
+        # gunicorn hands over what arrived when the client stops sending early.
+        raise PayloadError(f"the body ended after {len(body)} of the {announced} bytes given in Content-Length")
+    return body
+
+
 def _configure_logging(level: str) -> None:
-    if not access_log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
-        access_log.propagate = False
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
         log.addHandler(handler)
         log.propagate = False
     log.setLevel(level.upper())
-    access_log.setLevel(level.upper())
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -88,18 +143,23 @@ def create_app(test_config: dict | None = None) -> Flask:
     _configure_logging(settings.log_level)
     try:
         stages = load_artifacts(settings.model_dir, settings.allow_version_mismatch)
-        predictor = Predictor(stages, settings.max_rows)
+        predictor = Predictor(stages, settings.max_rows, drift=settings.metrics_enabled)
         check_golden(predictor.plan, stages.manifest)
     except ArtifactError as exc:
         log.error("cannot start: %s", exc)
         raise SystemExit(f"cannot start: {exc}") from None
     manifest = stages.manifest
     version = stages.version
-    metrics = Metrics(version)
+    metrics = Metrics(version, manifest["created_at"], manifest["consumed_columns"], PHASES,
+                      enabled=settings.metrics_enabled)
+    access_log = AccessLog() if settings.access_log else None
     log.info("model %s loaded from %s", version, settings.model_dir)
 
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, SETTINGS=settings)
+    # DEBUG stays off whatever FLASK_DEBUG says: Flask would read it from the environment.
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, SETTINGS=settings, DEBUG=False)
+    deadline_message = (f"the request did not finish within {settings.deadline_seconds:g} s "
+                        f"(GUNICORN_TIMEOUT={settings.gunicorn_timeout}); send fewer rows per request")
 
     @app.before_request
     def start_request() -> None:
@@ -110,18 +170,23 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     @app.after_request
     def finish_request(response: Response) -> Response:
-        response.headers[REQUEST_ID_HEADER] = g.get("request_id") or uuid.uuid4().hex
+        # The objects behind Flask's context proxies, fetched once: each proxy access costs
+        # about as much as a metric sample, and this runs on every request.
+        req, state = request._get_current_object(), g._get_current_object()
+        request_id = response.headers[REQUEST_ID_HEADER] = state.get("request_id") or uuid.uuid4().hex
         response.headers[MODEL_VERSION_HEADER] = version
         response.headers["X-Content-Type-Options"] = "nosniff"
-        seconds = time.perf_counter() - g.get("started", time.perf_counter())
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.observe_request(endpoint, request.method, response.status_code, seconds)
-        access_log.info(orjson.dumps({
-            "request_id": response.headers[REQUEST_ID_HEADER], "method": request.method,
-            "path": request.path, "status": response.status_code, "rows": g.get("rows", 0),
-            "invalid_rows": g.get("invalid_rows", 0), "duration_ms": round(seconds * 1000, 3),
-            "bytes_in": request.content_length or 0, "bytes_out": response.calculate_content_length(),
-        }).decode())
+        seconds = time.perf_counter() - state.get("started", time.perf_counter())
+        endpoint = req.url_rule.rule if req.url_rule else "unmatched"
+        metrics.observe_request(endpoint, req.method, response.status_code, seconds)
+        if access_log is not None:
+            # The path without its query string, and never a byte of the body.
+            access_log.write({
+                "time": round(time.time(), 3), "request_id": request_id, "method": req.method,
+                "path": req.path, "status": response.status_code, "rows": state.get("rows", 0),
+                "invalid_rows": state.get("invalid_rows", 0), "duration_ms": round(seconds * 1000, 3),
+                "bytes_in": req.content_length or 0, "bytes_out": response.content_length, "pid": os.getpid(),
+            })
         return response
 
     @app.post("/predict")
@@ -132,12 +197,15 @@ def create_app(test_config: dict | None = None) -> Flask:
             return error_response(400, f"format must be one of {', '.join(FORMATS)}, got {fmt[:40]!r}")
         if errors_mode not in ERRORS_MODES:
             return error_response(400, f"errors must be one of {', '.join(ERRORS_MODES)}, got {errors_mode[:40]!r}")
-        result = predictor.predict(request.get_data(cache=False), request.mimetype, fmt,
-                                   inline_errors=errors_mode == "inline")
+        with deadline(settings.deadline_seconds, deadline_message):
+            result = predictor.predict(read_body(settings.max_body_bytes), request.mimetype, fmt,
+                                       inline_errors=errors_mode == "inline")
         g.rows, g.invalid_rows = result.n_rows, result.n_invalid
-        metrics.observe_scores(result.n_rows, result.n_rows - result.n_invalid,
-                               result.n_positive, result.rejected_columns)
-        return Response(result.body, mimetype="application/json")
+        metrics.observe_prediction(result.n_rows, result.n_rows - result.n_invalid, result.n_invalid,
+                                   result.n_positive, result.errors, result.phases, result.drift)
+        response = Response(result.body, mimetype="application/json")
+        response.headers["Server-Timing"] = server_timing(result.phases)
+        return response
 
     @app.get("/health")
     def health() -> Response:
@@ -163,6 +231,8 @@ def create_app(test_config: dict | None = None) -> Flask:
                           "timeout_seconds": settings.gunicorn_timeout}
         return json_response(card)
 
+    app.register_blueprint(docs_blueprint(openapi_document(settings.max_rows, settings.max_body_mb, ERRORS_MODES)))
+
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
         return Response(metrics.render(), mimetype=metrics.content_type.split(";")[0])
@@ -173,7 +243,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         if isinstance(exc, InputError):
             g.rows, g.invalid_rows = exc.n_rows, len(exc.invalid_rows)
             listed = exc.errors[: settings.max_listed_errors]
-            metrics.observe_scores(exc.n_rows, 0, 0, [e.column for e in exc.errors])
+            metrics.observe_prediction(exc.n_rows, 0, len(exc.invalid_rows), 0, exc.errors)
             return error_response(
                 status, str(exc), invalid_row_count=len(exc.invalid_rows), error_count=len(exc.errors),
                 errors=[e.as_dict() for e in listed], errors_truncated=len(listed) < len(exc.errors),

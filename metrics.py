@@ -3,25 +3,132 @@
 Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` is set by gunicorn.conf.py before the app is
 imported, so every worker writes its samples to files there and ``/metrics`` aggregates
 them. Without it (Flask's test client) each app keeps its own in-process registry.
+
+In multiprocess mode every sample write takes a lock and stores into a memory-mapped file; a
+one-row request makes a dozen, about a tenth of its CPU time. So requests add to plain numbers
+in the worker's memory (``PendingWrites``), and those reach the files in bulk at most
+FLUSH_SECONDS later, and at once before the worker answers ``/metrics``.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
+from lib.drift import DriftCounts
+from lib.errors import CellError
+from lib.schema import CATEGORICAL_KINDS, ID_KEY, NUMERIC_KINDS, kind_of
+
+FLUSH_SECONDS = 0.5
 ROW_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000)
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# A phase of a one-row request takes tens of microseconds; of a 100,000-row request, seconds.
+PHASE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+#: Why a cell was rejected, from the start of the normaliser's message (lib/normalize.py).
+REASON_UNKNOWN_CATEGORY = "unknown_category"
+REASON_NOT_A_NUMBER = "not_a_number"
+REASON_OVERFLOW = "overflow"
+REASON_NOT_FINITE = "not_finite"
+REASON_INVALID_ID = "invalid_id"
+_MESSAGE_REASONS = (
+    ("number out of range", REASON_OVERFLOW),
+    ("expected a finite number", REASON_NOT_FINITE),
+)
+
+
+def rejection_reason(error: CellError) -> str:
+    """A label value of bounded cardinality saying why ``error``'s cell was rejected."""
+    if error.column == ID_KEY:
+        return REASON_INVALID_ID
+    if kind_of(error.column) in CATEGORICAL_KINDS:
+        return REASON_UNKNOWN_CATEGORY
+    for prefix, reason in _MESSAGE_REASONS:
+        if error.message.startswith(prefix):
+            return reason
+    return REASON_NOT_A_NUMBER
+
+
+class PendingWrites:
+    """Increments of one process not yet written to the metric values.
+
+    Counters are flushed with ``inc``; a histogram's pending observations are flushed as one
+    increment of its sum and one per touched bucket, which needs the child's value objects
+    (``_sum``, ``_buckets``: prometheus_client internals, pinned in requirements.txt and covered
+    by the exact-count tests). A daemon thread flushes every FLUSH_SECONDS, so an idle worker's
+    counts are never held back longer than that.
+    """
+
+    def __init__(self, flush_seconds: float = FLUSH_SECONDS):
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.counters: dict = {}
+        self.histograms: dict = {}
+        threading.Thread(target=self._flush_every, args=(flush_seconds,), name="metrics-flush", daemon=True).start()
+        atexit.register(self.flush)
+
+    def add(self, counter, amount: float) -> None:
+        """Add ``amount`` to a counter child (call with ``lock`` held)."""
+        self.counters[counter] = self.counters.get(counter, 0) + amount
+
+    def observe(self, histogram, bounds: tuple[float, ...], value: float) -> None:
+        """Record one observation of a histogram child whose upper bounds are ``bounds`` (lock held)."""
+        entry = self.histograms.get(histogram)
+        if entry is None:
+            entry = self.histograms[histogram] = [0.0, [0] * len(bounds)]
+        entry[0] += value
+        entry[1][bisect_left(bounds, value)] += 1
+
+    def flush(self) -> None:
+        """Write everything pending to the metric values."""
+        with self.lock:
+            counters, self.counters = self.counters, {}
+            histograms, self.histograms = self.histograms, {}
+        for counter, amount in counters.items():
+            counter.inc(amount)
+        for histogram, (total, counts) in histograms.items():
+            histogram._sum.inc(total)
+            for bucket, count in zip(histogram._buckets, counts, strict=True):
+                if count:
+                    bucket.inc(count)
+
+    def _flush_every(self, seconds: float) -> None:
+        while True:
+            time.sleep(seconds)
+            self.flush()
+
+
+def _bounds(buckets: Sequence[float]) -> tuple[float, ...]:
+    return (*map(float, buckets), float("inf"))
 
 
 class Metrics:
-    """The service's metric objects, registered in a registry of their own."""
+    """The service's metric objects, registered in a registry of their own.
+
+    With ``enabled`` false every ``observe_*`` call returns at once (the overhead baseline);
+    ``/metrics`` then shows only the model info.
+    """
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, model_version: str):
+    def __init__(self, model_version: str, created_at: str, consumed_columns: Sequence[str],
+                 phases: Sequence[str], enabled: bool = True):
+        self.enabled = enabled
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry()
         r = self.registry
@@ -29,32 +136,105 @@ class Metrics:
                                 ["endpoint", "method", "status"], registry=r)
         self.duration = Histogram("http_request_duration_seconds", "Request duration by endpoint",
                                   ["endpoint"], buckets=DURATION_BUCKETS, registry=r)
-        self.rows = Histogram("predict_rows_per_request", "Rows per accepted /predict request",
+        self.rows = Histogram("predict_rows_per_request", "Rows per /predict request that was read",
                               buckets=ROW_BUCKETS, registry=r)
         self.rows_scored = Counter("predict_rows_scored", "Rows answered with a prediction", registry=r)
-        self.rows_rejected = Counter("predict_rows_rejected", "Invalid cells by column", ["column"], registry=r)
+        self.rows_invalid = Counter("predict_rows_invalid", "Rows with at least one invalid cell", registry=r)
+        self.rows_rejected = Counter(
+            "predict_rows_rejected", "Invalid cells by column and reason (a row with two bad cells counts twice)",
+            ["column", "reason"], registry=r)
         self.positives = Counter("predict_positive_rows", "Rows predicted positive", registry=r)
-        self.model = Gauge("model_info", "The loaded model version (value 1)", ["version"],
-                           registry=r, multiprocess_mode="max")
-        self.model.labels(version=model_version).set(1)
+        self.phase = Histogram("predict_phase_seconds", "Time per phase of a scored /predict request",
+                               ["phase"], buckets=PHASE_BUCKETS, registry=r)
+        self.missing = Counter("predict_column_missing", "Missing values in scored rows, per consumed column",
+                               ["column"], registry=r)
+        self.out_of_range = Counter(
+            "predict_column_out_of_range", "Scored values outside the training range, per consumed numeric column",
+            ["column"], registry=r)
+        # The info-metric convention (a gauge of 1 whose labels carry the facts): prometheus_client's
+        # Info type does not work in multiprocess mode.
+        self.model = Gauge("model_info", "The loaded model (value 1)", ["version", "created_at"],
+                           registry=r, multiprocess_mode="livemax")
+        self._model = self.model.labels(version=model_version, created_at=created_at)
+        self._model.set(1)
+        # Resolved once: labels() takes a lock and a dict lookup on every call.
+        self._phases = {p: self.phase.labels(p) for p in phases}
+        self._missing = {c: self.missing.labels(c) for c in consumed_columns}
+        self._out_of_range = {c: self.out_of_range.labels(c) for c in consumed_columns if kind_of(c) in NUMERIC_KINDS}
+        self._requests: dict[tuple[str, str, int], Counter] = {}
+        self._durations: dict[str, Histogram] = {}
+        self._duration_bounds = _bounds(DURATION_BUCKETS)
+        self._row_bounds = _bounds(ROW_BUCKETS)
+        self._phase_bounds = _bounds(PHASE_BUCKETS)
+        self._pending_writes: PendingWrites | None = None
+
+    def _pending(self) -> PendingWrites:
+        """This process's pending writes; a forked worker starts its own (with its own thread)."""
+        pending = self._pending_writes
+        if pending is None or pending.pid != os.getpid():
+            pending = self._pending_writes = PendingWrites()
+        return pending
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request."""
-        self.requests.labels(endpoint, method, str(status)).inc()
-        self.duration.labels(endpoint).observe(seconds)
+        if not self.enabled:
+            return
+        key = (endpoint, method, status)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self.requests.labels(endpoint, method, str(status))
+        histogram = self._durations.get(endpoint)
+        if histogram is None:
+            histogram = self._durations[endpoint] = self.duration.labels(endpoint)
+        pending = self._pending()
+        with pending.lock:
+            pending.add(counter, 1)
+            pending.observe(histogram, self._duration_bounds, seconds)
 
-    def observe_scores(self, n_rows: int, n_scored: int, n_positive: int, rejected_columns: list[str]) -> None:
-        """Count the rows of one accepted /predict request."""
-        self.rows.observe(n_rows)
-        self.rows_scored.inc(n_scored)
-        self.positives.inc(n_positive)
-        for column in rejected_columns:
-            self.rows_rejected.labels(column).inc()
+    def observe_prediction(self, n_rows: int, n_scored: int, n_invalid: int, n_positive: int,
+                           errors: Iterable[CellError], phases: dict[str, float] | None = None,
+                           drift: DriftCounts | None = None) -> None:
+        """Count the rows of one /predict request that was read: scored (possibly with inline
+        errors, with its phase times and drift counts) or refused with 422 (nothing scored)."""
+        if not self.enabled:
+            return
+        rejections = _count_rejections(errors)
+        pending = self._pending()
+        with pending.lock:
+            pending.observe(self.rows, self._row_bounds, n_rows)
+            if n_scored:
+                pending.add(self.rows_scored, n_scored)
+            if n_positive:
+                pending.add(self.positives, n_positive)
+            if n_invalid:
+                pending.add(self.rows_invalid, n_invalid)
+            for (column, reason), count in rejections.items():
+                pending.add(self.rows_rejected.labels(column, reason), count)
+            for phase, seconds in (phases or {}).items():
+                pending.observe(self._phases[phase], self._phase_bounds, seconds)
+            if drift is not None:
+                for column, count in drift.missing.items():
+                    pending.add(self._missing[column], count)
+                for column, count in drift.out_of_range.items():
+                    pending.add(self._out_of_range[column], count)
 
     def render(self) -> bytes:
         """The Prometheus text exposition, aggregated over workers when under gunicorn."""
+        if self._pending_writes is not None and self._pending_writes.pid == os.getpid():
+            self._pending_writes.flush()
+        # Written again by the worker that answers: gunicorn clears the samples directory after
+        # the preloading master wrote it, and "livemax" drops the gauges of dead workers.
+        self._model.set(1)
         if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+def _count_rejections(errors: Iterable[CellError]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for error in errors:
+        key = (error.column, rejection_reason(error))
+        counts[key] = counts.get(key, 0) + 1
+    return counts

@@ -6,11 +6,14 @@ the wire format of answers (field names, row and column layouts, inline errors) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
+import numpy as np
 import orjson
 
 from lib.artifacts import Stages
+from lib.drift import DriftCounts, RangeCheck, count_drift
 from lib.errors import CellError, InputError
 from lib.scorer import Scores, compile_plan, score_batch
 from preprocess_input_json import BatchReader
@@ -22,6 +25,8 @@ ROW_ID = "id"
 ROWS_FORMAT = "rows"
 COLUMNS_FORMAT = "columns"
 FORMATS = (ROWS_FORMAT, COLUMNS_FORMAT)
+#: Timed phases of a request, in order (normalisation is inside score_batch, so inside "score").
+PHASES = ("decode", "score", "encode")
 
 
 @dataclass(frozen=True)
@@ -32,37 +37,51 @@ class Prediction:
     n_rows: int
     n_invalid: int
     n_positive: int
-    rejected_columns: list[str]
+    errors: list[CellError]
+    phases: dict[str, float] = field(default_factory=dict)
+    drift: DriftCounts | None = None
 
 
 class Predictor:
     """Scores request bodies with the plan compiled from verified stages; one per process."""
 
-    def __init__(self, stages: Stages, max_rows: int):
+    def __init__(self, stages: Stages, max_rows: int, drift: bool = True):
         self.plan = compile_plan(stages)
+        self.ranges = RangeCheck.from_manifest(stages.manifest, self.plan.numeric_columns,
+                                               tuple(self.plan.categorical_tables)) if drift else None
         self.reader = BatchReader(self.plan.consumed_columns, max_rows)
         self.selected_features = sorted(self.plan.consumed_columns)
+        self._rows_template = RowsTemplate(self.selected_features)
 
     def predict(self, body: bytes, mimetype: str | None, fmt: str = ROWS_FORMAT,
                 inline_errors: bool = False) -> Prediction:
         """Score every row of ``body``; raise InputError if a row is invalid and not ``inline_errors``."""
+        started = time.perf_counter()
         batch = self.reader.read(body, mimetype)
+        decoded = time.perf_counter()
         scores = score_batch(self.plan, batch)
+        scored = time.perf_counter()
         if scores.errors and not inline_errors:
             raise InputError(scores.errors, batch.n_rows)
         invalid = scores.invalid_rows
         encode = self._encode_columns if fmt == COLUMNS_FORMAT else self._encode_rows
         classes = scores.classes
         n_positive = int(classes.sum()) - sum(int(classes[i]) for i in invalid)
+        answer = encode(scores, batch.ids, invalid)
+        encoded = time.perf_counter()
         return Prediction(
-            body=encode(scores, batch.ids, invalid),
+            body=answer,
             n_rows=batch.n_rows,
             n_invalid=len(invalid),
             n_positive=n_positive,
-            rejected_columns=[e.column for e in scores.errors],
+            errors=scores.errors,
+            phases=dict(zip(PHASES, (decoded - started, scored - decoded, encoded - scored), strict=True)),
+            drift=None if self.ranges is None else count_drift(self.ranges, scores.numeric, scores.codes, invalid),
         )
 
     def _encode_rows(self, scores: Scores, ids, invalid: set[int]) -> bytes:
+        if ids is None and not invalid:
+            return self._rows_template.encode(scores.probabilities, scores.classes)
         features = self.selected_features
         rows = [
             {PROBABILITY: p, SELECTED_FEATURES: features, PREDICTED_CLASS: c}
@@ -87,6 +106,28 @@ class Predictor:
         if invalid:
             out["errors"] = [row_error(i, errs) for i, errs in _group_by_row(scores.errors, invalid).items()]
         return orjson.dumps(out)
+
+
+class RowsTemplate:
+    """The default answer for a batch without ids or invalid rows, byte for byte what
+    ``orjson.dumps`` writes for the list of row objects, assembled from the encoded
+    probabilities and two pre-encoded separators instead of one dict per row."""
+
+    def __init__(self, selected_features: list[str]):
+        self.head = b'{"' + PROBABILITY.encode() + b'":'
+        middle = b',"' + SELECTED_FEATURES.encode() + b'":' + orjson.dumps(selected_features)
+        self.tails = [middle + b',"' + PREDICTED_CLASS.encode() + b'":%d}' % c for c in (0, 1)]
+        self.separators = [tail + b"," + self.head for tail in self.tails]
+
+    def encode(self, probabilities: np.ndarray, classes: np.ndarray) -> bytes:
+        """``[{"probability_positiveclass": p, "selected_features": [...], "predicted_class": c}, ...]``"""
+        numbers = orjson.dumps(probabilities.tolist())[1:-1].split(b",")
+        labels = classes.tolist()
+        parts = [b""] * (2 * len(numbers))
+        parts[0::2] = numbers
+        parts[1::2] = [self.separators[c] for c in labels]
+        parts[-1] = self.tails[labels[-1]]
+        return b"[" + self.head + b"".join(parts) + b"]"
 
 
 def row_error(index: int, cell_errors: list[CellError]) -> dict:

@@ -1,0 +1,347 @@
+"""The HTTP API as marshmallow schemas, and the OpenAPI document generated from them.
+
+The row schema derives from ``lib.schema`` (column names, kinds, vocabularies, null tokens)
+and its fields convert cells with the same parsers as the serving path, so loading a row
+with it gives the same values and the same messages. It is far too slow for every cell of a
+large batch (about 1.5 s for 10,000 rows): serving uses the vectorised normaliser, and this
+schema serves the docs and the diagnosis of single rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+
+from lib.errors import InvalidValue
+from lib.normalize import parse_category, parse_currency, parse_number, parse_percent
+from lib.schema import (
+    ALIASES,
+    CURRENCY,
+    ID_KEY,
+    NULL_TOKENS,
+    NUMERIC,
+    PERCENT,
+    SCHEMA,
+    describe_kind,
+)
+from predictor import COLUMNS_FORMAT, FORMATS, PHASES, PREDICTED_CLASS, PROBABILITY, ROWS_FORMAT, SELECTED_FEATURES
+
+OPENAPI_VERSION = "3.1.0"
+API_TITLE = "Segmentation batch-prediction API"
+API_VERSION = "1.0.0"
+
+#: The row the original service documents (README): the docs page's working example.
+EXAMPLE_ROW = {
+    "x0": 0.042317, "x1": -3.344721, "x2": 4.6351242122, "x3": -0.5983959993, "x4": -0.6477715046,
+    "x5": "monday", "x6": 0.184902, "x7": 46.690015, "x8": 3.034132, "x9": 0.364704, "x10": 14.260733,
+    "x11": -1.559332, "x12": "$5,547.78", "x13": 0.520324, "x14": 31.212255, "x15": 4.891671, "x16": 0.357763,
+    "x17": 14.766366, "x18": -17.467243, "x19": 0.224628, "x20": 0.096752, "x21": 1.305564, "x22": 0.353632,
+    "x23": 3.909028, "x24": -91.273052, "x25": 1.396952, "x26": 4.401593, "x27": 0.443086, "x28": 14.048787,
+    "x29": -0.932243, "x30": 5.255472, "x31": "germany", "x32": 0.54199153, "x33": 2.98948039,
+    "x34": -1.78334189, "x35": 0.80127315, "x36": -2.60231221, "x37": 3.39682926, "x38": -1.22322646,
+    "x39": -2.20977636, "x40": -68.69, "x41": 522.25, "x42": -428.69, "x43": 381.37, "x44": 0.0197503,
+    "x45": 0.75116479, "x46": 0.8630479008, "x47": -1.0383166613, "x48": -0.2726187635, "x49": -0.3430207259,
+    "x50": 0.3109008666, "x51": -0.797841974, "x52": -2.0390175153, "x53": 0.87182889, "x54": 0.14373012,
+    "x55": -1.15212514, "x56": -2.1703139704, "x57": -0.267842962, "x58": 0.212110633, "x59": 1.6926559407,
+    "x60": -0.9522767913, "x61": -0.8625864974, "x62": 0.0748487158, "x63": "36.29%", "x64": 3.47125327,
+    "x65": -3.16656509, "x66": 0.65446814, "x67": 14.60067029, "x68": -20.57521013, "x69": 0.71083785,
+    "x70": 0.16983767, "x71": 0.55082127, "x72": 0.62814576, "x73": 3.38608078, "x74": -112.45263714,
+    "x75": 1.48370808, "x76": 1.77035368, "x77": 0.75702363, "x78": "14.75731742", "x79": -0.62550355,
+    "x80": None, "x81": "October", "x82": "Female", "x83": -0.7116680715, "x84": -0.2653559892,
+    "x85": 0.5175495907, "x86": -1.0881027092, "x87": -1.8188638198, "x88": -1.3584469527, "x89": -0.654995195,
+    "x90": -0.4933042262, "x91": 0.373853, "x92": 0.94143481, "x93": 3.54679834, "x94": -99.8574882,
+    "x95": 0.403926, "x96": 1.65378726, "x97": 0.00771459, "x98": -32.02164582, "x99": -60.3127828,
+}
+
+# --- JSON Schema patterns (ECMA regex) mirroring the parsers of lib/normalize.py ------------
+
+_DECIMAL = r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"
+
+
+def _any_case(word: str) -> str:
+    """``"nan"`` → ``"[Nn][Aa][Nn]"``: JSON Schema patterns have no case-insensitive flag."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else _escape(c) for c in word)
+
+
+def _escape(char: str) -> str:
+    return "\\" + char if char in r"\^$.|?*+()[]{}" else char
+
+
+def _one_of_words(words) -> str:
+    return "|".join(_any_case(w) for w in sorted(words, key=lambda w: (-len(w), w)))
+
+
+_NULL_WORDS = sorted(t for t in NULL_TOKENS if t)
+NULL_PATTERN = rf"^\s*({_one_of_words(_NULL_WORDS)})?\s*$"
+_NUMBER_STRING = {
+    NUMERIC: rf"^\s*{_DECIMAL}\s*$",
+    PERCENT: rf"^\s*{_DECIMAL}\s*%?\s*$",
+    # x12 also takes "$", thousands separators and (accounting) parentheses anywhere: the
+    # pattern only says "digits, signs, $ , . ( ) and spaces"; the description says the rest.
+    CURRENCY: r"^[\s$,+\-().\deE]*\d[\s$,+\-().\deE]*$",
+}
+_EXAMPLES = {NUMERIC: [0.042317, "14.75731742"], CURRENCY: ["$5,547.78", "($5,032.58)"], PERCENT: ["36.29%", 36.29]}
+_PARSERS: dict[str, Callable[[object], float]] = {
+    NUMERIC: parse_number, CURRENCY: parse_currency, PERCENT: parse_percent,
+}
+
+
+# --- Fields -------------------------------------------------------------------------------
+
+class NumberCell(fields.Field):
+    """A plain numeric, currency or percent cell; loads to a float (NaN = missing)."""
+
+    def __init__(self, kind: str, **kwargs):
+        self.kind = kind
+        string = {"type": "string", "pattern": _NUMBER_STRING[kind]}
+        metadata = {
+            "description": f"{describe_kind(kind)}; missing: null, absent, or one of {', '.join(_NULL_WORDS)}",
+            "anyOf": [{"type": "number"}, string, {"type": "string", "pattern": NULL_PATTERN}, {"type": "null"}],
+            "examples": _EXAMPLES[kind],
+        }
+        super().__init__(allow_none=True, metadata=metadata, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> float:
+        try:
+            return _PARSERS[self.kind](value)
+        except InvalidValue as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class CategoryCell(fields.Field):
+    """A weekday, region, month or gender cell; loads to its canonical level (None = missing)."""
+
+    def __init__(self, kind: str, **kwargs):
+        self.kind = kind
+        accepted = rf"^\s*({_one_of_words(ALIASES[kind])})\s*$"
+        metadata = {
+            "description": f"{describe_kind(kind)}; missing: null, absent, or one of {', '.join(_NULL_WORDS)}",
+            "anyOf": [{"type": "string", "pattern": accepted}, {"type": "string", "pattern": NULL_PATTERN},
+                      {"type": "null"}],
+            "examples": sorted(set(ALIASES[kind].values()))[:2],
+        }
+        super().__init__(allow_none=True, metadata=metadata, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str | None:
+        try:
+            return parse_category(self.kind, value)
+        except InvalidValue as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class RowId(fields.Field):
+    """A client's row id: a string or a finite number, echoed in that row's answer."""
+
+    def __init__(self, **kwargs):
+        metadata = {"description": "echoed in this row's result", "anyOf": [
+            {"type": "string"}, {"type": "number"}, {"type": "null"}]}
+        super().__init__(allow_none=True, metadata=metadata, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str | float:
+        if isinstance(value, str) or (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ):
+            return value
+        raise ValidationError("expected a string or a number")
+
+
+# --- Schemas ------------------------------------------------------------------------------
+
+class _OpenSchema(Schema):
+    """Unknown keys are ignored, and the OpenAPI document does not forbid them."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+def _cell(kind: str) -> fields.Field:
+    return NumberCell(kind) if kind in _PARSERS else CategoryCell(kind)
+
+
+#: One input row: x0..x99 by kind, plus the optional ``id``. Absent columns are missing values.
+RowSchema = _OpenSchema.from_dict(
+    {**{c.name: _cell(c.kind) for c in SCHEMA}, ID_KEY: RowId()}, name="Row",
+)
+
+PredictionSchema = _OpenSchema.from_dict({
+    PROBABILITY: fields.Float(required=True, metadata={"description": "probability of the positive class"}),
+    SELECTED_FEATURES: fields.List(fields.String(), required=True,
+                                   metadata={"description": "the raw columns the model consumes, sorted"}),
+    PREDICTED_CLASS: fields.Integer(required=True, validate=validate.OneOf([0, 1]),
+                                    metadata={"description": "1 when the probability reaches the threshold"}),
+    ID_KEY: RowId(),
+}, name="Prediction")
+
+CellMessageSchema = _OpenSchema.from_dict({
+    "column": fields.String(required=True), "message": fields.String(required=True),
+}, name="CellMessage")
+
+RowErrorSchema = _OpenSchema.from_dict({
+    "index": fields.Integer(required=True, metadata={"description": "position of the row in the request"}),
+    ID_KEY: RowId(required=True),
+    "errors": fields.List(fields.Nested(CellMessageSchema), required=True),
+}, name="RowError")
+
+PredictionColumnsSchema = _OpenSchema.from_dict({
+    SELECTED_FEATURES: fields.List(fields.String(), required=True),
+    PROBABILITY: fields.List(fields.Float(allow_none=True), required=True,
+                             metadata={"description": "null for an invalid row (errors=inline)"}),
+    PREDICTED_CLASS: fields.List(fields.Integer(allow_none=True, validate=validate.OneOf([0, 1])), required=True),
+    ID_KEY: fields.List(RowId(), metadata={"description": "present when some row has an id"}),
+    "errors": fields.List(fields.Nested(RowErrorSchema), metadata={"description": "errors=inline only"}),
+}, name="PredictionColumns")
+
+CellErrorSchema = _OpenSchema.from_dict({
+    "index": fields.Integer(required=True), ID_KEY: RowId(required=True),
+    "column": fields.String(required=True), "message": fields.String(required=True),
+}, name="CellError")
+
+ErrorSchema = _OpenSchema.from_dict({
+    "error": fields.String(required=True, metadata={"description": "a short code: bad_request, too_large, ..."}),
+    "message": fields.String(required=True, metadata={"description": "what is wrong; never the payload"}),
+    "invalid_row_count": fields.Integer(metadata={"description": "422 only"}),
+    "error_count": fields.Integer(metadata={"description": "422 only"}),
+    "errors": fields.List(fields.Nested(CellErrorSchema), metadata={"description": "422 only, capped"}),
+    "errors_truncated": fields.Boolean(metadata={"description": "422 only"}),
+}, name="Error")
+
+HealthSchema = _OpenSchema.from_dict({"status": fields.String(required=True)}, name="Health")
+ReadySchema = _OpenSchema.from_dict(
+    {"status": fields.String(required=True), "model_version": fields.String(required=True)}, name="Ready")
+
+VariableSchema = _OpenSchema.from_dict({
+    "name": fields.String(required=True), "coefficient": fields.Float(required=True),
+    "std_error": fields.Float(required=True),
+}, name="Variable")
+
+LimitsSchema = _OpenSchema.from_dict({
+    "max_rows": fields.Integer(required=True), "max_body_bytes": fields.Integer(required=True),
+    "timeout_seconds": fields.Integer(required=True),
+}, name="Limits")
+
+ModelCardSchema = _OpenSchema.from_dict({
+    "model_version": fields.String(required=True),
+    "created_at": fields.String(required=True, metadata={"format": "date-time"}),
+    "training_data": fields.Dict(required=True, metadata={"description": "file name, sha256 fingerprint, rows"}),
+    "variables": fields.List(fields.Nested(VariableSchema), required=True),
+    "consumed_columns": fields.List(fields.String(), required=True),
+    "column_stats": fields.Dict(keys=fields.String(), values=fields.Dict(), required=True, metadata={
+        "description": "per consumed column: kind, missing share, imputation value, centre, scale, "
+                       "training min and max (numeric) or levels (categorical)"}),
+    "threshold": fields.Float(required=True),
+    "metrics": fields.Dict(required=True, metadata={"description": "AUC and rows per split"}),
+    "library_versions": fields.Dict(keys=fields.String(), values=fields.String(), required=True),
+    "files": fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                         metadata={"description": "sha256 of each artifact"}),
+    "limits": fields.Nested(LimitsSchema, required=True),
+}, name="ModelCard")
+
+
+# --- The OpenAPI document -----------------------------------------------------------------
+
+def _json(schema: object) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": _json(_ref("Error")), "headers": _COMMON_HEADERS}
+
+
+_COMMON_HEADERS = {
+    "X-Request-ID": {"description": "the client's id when valid, else a generated one", "schema": {"type": "string"}},
+    "X-Model-Version": {"description": "the model that answered", "schema": {"type": "string"}},
+}
+
+
+def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, ...]) -> dict:
+    """The OpenAPI 3.1 document of the service (build once per process: it takes ~50 ms)."""
+    spec = APISpec(title=API_TITLE, version=API_VERSION, openapi_version=OPENAPI_VERSION,
+                   plugins=[MarshmallowPlugin()], info={"description": _DESCRIPTION})
+    for name, schema in (("Row", RowSchema), ("Prediction", PredictionSchema), ("RowError", RowErrorSchema),
+                         ("PredictionColumns", PredictionColumnsSchema), ("Error", ErrorSchema),
+                         ("Health", HealthSchema), ("Ready", ReadySchema), ("ModelCard", ModelCardSchema)):
+        spec.components.schema(name, schema=schema)
+    rows = {"type": "array", "items": _ref("Row"), "minItems": 1, "maxItems": max_rows}
+    spec.path("/predict", operations={"post": {
+        "summary": "Score 1 to N rows, answering in input order",
+        "description": f"At most {max_rows:,} rows and {max_body_mb} MB per request. A JSON body is accepted "
+                       "whatever the Content-Type says; CSV needs a header row.",
+        "parameters": [
+            {"name": "format", "in": "query", "schema": {"type": "string", "enum": list(FORMATS),
+                                                          "default": ROWS_FORMAT},
+             "description": f"`{ROWS_FORMAT}`: one object per row; `{COLUMNS_FORMAT}`: one object of parallel arrays"},
+            {"name": "errors", "in": "query", "schema": {"type": "string", "enum": list(errors_modes),
+                                                          "default": errors_modes[0]},
+             "description": "`reject`: any invalid row answers 422 and nothing is scored; "
+                            "`inline`: an error object stands in for each invalid row"},
+        ],
+        "requestBody": {"required": True, "content": {
+            "application/json": {
+                "schema": {"anyOf": [_ref("Row"), rows]},
+                "examples": {
+                    "one_row": {"summary": "one row, as an array", "value": [EXAMPLE_ROW]},
+                    "one_row_object": {"summary": "one row, as an object", "value": EXAMPLE_ROW},
+                    "messy_row": {"summary": "messy spellings and missing values", "value": [
+                        {"id": "customer-1", "x12": "($5,032.58)", "x31": " ASIA ", "x5": "Sat", "x81": "sept",
+                         "x44": "0.5", "x53": "n/a", "x56": None}]},
+                },
+            },
+            "text/csv": {"schema": {"type": "string"}, "example": "x5,x12,x81\nmonday,\"$5,547.78\",October\n"},
+        }},
+        "responses": {
+            "200": {"description": "one answer per input row, in input order", "headers": {
+                **_COMMON_HEADERS,
+                "Server-Timing": {"description": "duration of each phase in ms: " + ", ".join(PHASES),
+                                  "schema": {"type": "string"}},
+            }, "content": _json({"anyOf": [
+                {"type": "array", "items": {"anyOf": [_ref("Prediction"), _ref("RowError")]}},
+                _ref("PredictionColumns"),
+            ]})},
+            "400": _error("malformed JSON or CSV, wrong shape, no rows, bad query parameter"),
+            "413": _error("body or row count over the limit"),
+            "415": _error("the body is neither JSON nor CSV"),
+            "422": _error("invalid rows (every one listed, up to a cap); nothing scored"),
+            "500": _error("unexpected error; the request id identifies it in the logs"),
+            "504": _error("the request ran out of time; send fewer rows per request"),
+            "default": _error("any other error (404, 405, ...)"),
+        },
+    }})
+    _get(spec, "/health", "The process is alive", _ref("Health"))
+    _get(spec, "/ready", "Artifacts verified and the golden row scores as recorded", _ref("Ready"),
+         {"503": _error("not ready: artifacts changed or the golden row drifted")})
+    _get(spec, "/model", "The model card: the manifest (minus the golden row) and the limits", _ref("ModelCard"))
+    _get(spec, "/openapi.json", "This document", {"type": "object"})
+    spec.path("/metrics", operations={"get": {"summary": "Prometheus metrics, summed over the workers",
+                                              "responses": {"200": {"description": "text exposition format",
+                                                                    "content": {"text/plain": {"schema": {
+                                                                        "type": "string"}}}}}}})
+    spec.path("/docs", operations={"get": {"summary": "This documentation as a page (works offline)",
+                                           "responses": {"200": {"description": "HTML page",
+                                                                 "content": {"text/html": {"schema": {
+                                                                     "type": "string"}}}}}}})
+    return spec.to_dict()
+
+
+def _get(spec: APISpec, path: str, summary: str, schema: dict, more: dict | None = None) -> None:
+    responses = {"200": {"description": summary, "content": _json(schema), "headers": _COMMON_HEADERS},
+                 **(more or {})}
+    spec.path(path, operations={"get": {"summary": summary, "responses": responses}})
+
+
+_DESCRIPTION = """\
+Scores customers with the segmentation logistic model. `POST /predict` takes one row (a JSON
+object) or many (a JSON array, or CSV with a header row) of the raw 100-column table `x0..x99`,
+exactly as the source systems emit it, and answers for every row, in the same order, the
+probability of the positive class and the predicted class.
+
+Only the columns the model consumes are validated (`GET /model` lists them); other columns and
+unknown keys are ignored. Missing values are imputed as at training.
+"""
