@@ -82,7 +82,7 @@ def save_artifacts(out_dir: Path, imputer, scaler, model, manifest: dict) -> dic
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     hashes = {}
-    for name, stage in zip(STAGE_FILES, (imputer, scaler, model)):
+    for name, stage in zip(STAGE_FILES, (imputer, scaler, model), strict=True):
         data = pickle.dumps(stage, protocol=pickle.HIGHEST_PROTOCOL)
         (out_dir / name).write_bytes(data)
         hashes[name] = sha256_bytes(data)

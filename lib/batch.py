@@ -27,7 +27,7 @@ class RawBatch:
         return None if self.ids is None else self.ids[index]
 
     @classmethod
-    def from_records(cls, records: Sequence[dict], columns: Sequence[str]) -> "RawBatch":
+    def from_records(cls, records: Sequence[dict], columns: Sequence[str]) -> RawBatch:
         """Build a batch from row dicts (absent keys are missing values); ids are not read."""
         return cls(
             n_rows=len(records),

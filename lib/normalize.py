@@ -28,7 +28,7 @@ from lib.schema import (
     kind_of,
 )
 
-_DECIMAL = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+_DECIMAL = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"  # ASCII digits only
 _DECIMAL_RE = re.compile(_DECIMAL)
 _WHITESPACE_RE = re.compile(r"\s+")
 _SHOWN_CHARS = 40

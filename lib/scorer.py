@@ -107,13 +107,18 @@ def score_batch(plan: ScoringPlan, batch: RawBatch) -> Scores:
     # SimpleImputer and StandardScaler do; each categorical column adds its level's coefficient.
     terms = np.empty((n, n_numeric + len(codes)), dtype=np.float64)
     imputed = np.where(np.isnan(numeric), plan.fill, numeric)
-    np.multiply((imputed - plan.center) / plan.scale, plan.coef, out=terms[:, :n_numeric])
-    for j, (name, table) in enumerate(plan.categorical_tables.items(), start=n_numeric):
-        terms[:, j] = table[codes[name]]
-    # A running sum along each row adds the terms left to right whatever the batch size (a
-    # matrix product or sum() may reorder them), so a row scores the same alone as in a batch.
-    linear = terms.cumsum(axis=1)[:, -1] if terms.shape[1] else np.zeros(n)
-    probabilities = 1.0 / (1.0 + np.exp(-linear))
+    # Huge (finite, valid) inputs overflow to ±inf: one infinite term is a probability of 0 or 1,
+    # two of opposite signs are caught below.
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.multiply((imputed - plan.center) / plan.scale, plan.coef, out=terms[:, :n_numeric])
+        for j, (name, table) in enumerate(plan.categorical_tables.items(), start=n_numeric):
+            terms[:, j] = table[codes[name]]
+        # A running sum along each row adds the terms left to right whatever the batch size (a
+        # matrix product or sum() may reorder them), so a row scores the same alone as in a batch.
+        linear = terms.cumsum(axis=1)[:, -1] if terms.shape[1] else np.zeros(n)
+        probabilities = 1.0 / (1.0 + np.exp(-linear))
+    if np.isnan(linear).any():
+        cell_errors += _unscorable(plan, terms, np.isnan(linear))
     classes = (probabilities >= plan.threshold).astype(np.int8)
     errors = list(batch.errors)
     if cell_errors:
@@ -124,6 +129,16 @@ def score_batch(plan: ScoringPlan, batch: RawBatch) -> Scores:
 
 
 _COLUMN_ORDER = {name: position for position, name in enumerate(COLUMNS)}
+
+
+def _unscorable(plan: ScoringPlan, terms: np.ndarray, rows: np.ndarray) -> list[tuple[int, str, str]]:
+    """Errors for rows whose terms overflowed in both directions: (row, first column, message)."""
+    errors = []
+    for i in np.flatnonzero(rows).tolist():
+        j = int(np.flatnonzero(~np.isfinite(terms[i]))[0])
+        column = plan.numeric_columns[j] if j < len(plan.numeric_columns) else list(plan.categorical_tables)[j]
+        errors.append((i, column, "value too large to score: the model's terms overflow the float range"))
+    return errors
 
 
 def _error_order(error: CellError) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -198,7 +198,7 @@ def train(args: argparse.Namespace) -> dict:
     consumed = [c for c in COLUMNS if c in {source_column(v) for v in variables}]
 
     manifest = {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "training_data": {
             "file": args.data.name,
             "sha256": sha256_bytes(args.data.read_bytes()),
