@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
@@ -98,17 +97,23 @@ def deadline(seconds: float, message: str) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0]:
         yield
         return
-
-    def expire(signum, frame):
-        raise DeadlineError(message)
-
-    previous = signal.signal(signal.SIGALRM, expire)
+    # The handler is installed once per process (a request only arms and disarms the timer);
+    # it is checked each time because a test runner may have put its own in its place.
+    if signal.getsignal(signal.SIGALRM) is not _expire:
+        signal.signal(signal.SIGALRM, _expire)
+    _deadline_message[0] = message
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+
+
+_deadline_message = [""]
+
+
+def _expire(signum, frame) -> None:
+    raise DeadlineError(_deadline_message[0])
 
 
 def read_body(max_bytes: int) -> bytes:
@@ -164,7 +169,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     @app.before_request
     def start_request() -> None:
         given = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = given if _REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+        g.request_id = given if given and _REQUEST_ID_RE.fullmatch(given) else os.urandom(16).hex()
         g.started = time.perf_counter()
         g.rows = g.invalid_rows = 0
 
@@ -173,7 +178,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         # The objects behind Flask's context proxies, fetched once: each proxy access costs
         # about as much as a metric sample, and this runs on every request.
         req, state = request._get_current_object(), g._get_current_object()
-        request_id = response.headers[REQUEST_ID_HEADER] = state.get("request_id") or uuid.uuid4().hex
+        request_id = response.headers[REQUEST_ID_HEADER] = state.get("request_id") or os.urandom(16).hex()
         response.headers[MODEL_VERSION_HEADER] = version
         response.headers["X-Content-Type-Options"] = "nosniff"
         seconds = time.perf_counter() - state.get("started", time.perf_counter())
@@ -191,8 +196,9 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     @app.post("/predict")
     def predict() -> Response:
-        fmt = request.args.get("format", ROWS_FORMAT)
-        errors_mode = request.args.get("errors", "reject")
+        args = request.args if request.query_string else {}
+        fmt = args.get("format", ROWS_FORMAT)
+        errors_mode = args.get("errors", "reject")
         if fmt not in FORMATS:
             return error_response(400, f"format must be one of {', '.join(FORMATS)}, got {fmt[:40]!r}")
         if errors_mode not in ERRORS_MODES:

@@ -4,9 +4,12 @@ import os
 import shutil
 import tempfile
 
+import one_write_response
 from settings import Settings
 
 _settings = Settings.from_env()
+# Header and body of an answer in one write (see one_write_response.py).
+one_write_response.install()
 
 # Every worker writes its Prometheus samples here; /metrics adds them up. It must be set
 # before the app (and prometheus_client) is imported, which preload does after this file.

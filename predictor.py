@@ -66,7 +66,8 @@ class Predictor:
         invalid = scores.invalid_rows
         encode = self._encode_columns if fmt == COLUMNS_FORMAT else self._encode_rows
         classes = scores.classes
-        n_positive = int(classes.sum()) - sum(int(classes[i]) for i in invalid)
+        n_positive = int(classes[0]) if len(classes) == 1 else int(classes.sum())  # .sum() of one costs more
+        n_positive -= sum(int(classes[i]) for i in invalid)
         answer = encode(scores, batch.ids, invalid)
         encoded = time.perf_counter()
         return Prediction(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -221,6 +221,40 @@ def normalize_numeric(name: str, values: Sequence) -> tuple[np.ndarray, dict[int
     return array, errors
 
 
+_PLAIN_NUMBER_TYPES = frozenset({float, int, _NONE_TYPE})
+
+
+def normalize_numeric_columns(
+    names: Sequence[str], columns: Sequence[Sequence]
+) -> tuple[np.ndarray, dict[str, dict[int, str]]]:
+    """Normalise several numeric columns into one ``(rows, columns)`` float64 matrix.
+
+    Columns of JSON numbers and nulls only (the usual case) are converted together in one
+    call; the others column by column with ``normalize_numeric``. Returns the matrix and, per
+    column with invalid cells, ``{row index: message}``.
+    """
+    n_rows = len(columns[0]) if columns else 0
+    matrix = np.empty((n_rows, len(names)), dtype=np.float64)
+    plain = [j for j, values in enumerate(columns) if set(map(type, values)) <= _PLAIN_NUMBER_TYPES]
+    if plain:
+        try:
+            block = np.array([columns[j] for j in plain], dtype=np.float64).T
+        except OverflowError:  # an integer beyond float range: let each column report it
+            plain = []
+        else:
+            finite = ~np.isinf(block).any(axis=0)
+            plain = [j for j, ok in zip(plain, finite.tolist(), strict=True) if ok]
+            matrix[:, plain] = block[:, finite]
+    errors: dict[str, dict[int, str]] = {}
+    done = set(plain)
+    for j, (name, values) in enumerate(zip(names, columns, strict=True)):
+        if j not in done:
+            matrix[:, j], column_errors = normalize_numeric(name, values)
+            if column_errors:
+                errors[name] = column_errors
+    return matrix, errors
+
+
 def _code_lookup(kind: str) -> dict:
     levels = LEVELS[kind]
     missing = len(levels)
@@ -233,6 +267,25 @@ def _code_lookup(kind: str) -> dict:
 
 
 _CODE_LOOKUPS = {kind: _code_lookup(kind) for kind in LEVELS}
+
+
+def numeric_parser(name: str) -> Callable[[object], float]:
+    """The scalar parser of a numeric, currency or percent column (NaN for missing)."""
+    return _NUMERIC_PARSERS[kind_of(name)]
+
+
+def category_code(name: str, value: object) -> int:
+    """The level code of one categorical cell, as ``normalize_categorical`` codes it; raise
+    InvalidValue for an unknown value."""
+    kind = kind_of(name)
+    try:
+        code = _CODE_LOOKUPS[kind].get(value)
+    except TypeError:  # unhashable
+        code = None
+    if code is None:
+        level = parse_category(kind, value)
+        code = len(LEVELS[kind]) if level is None else LEVELS[kind].index(level)
+    return code
 
 
 def normalize_categorical(name: str, values: Sequence) -> tuple[np.ndarray, dict[int, str]]:

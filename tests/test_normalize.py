@@ -12,6 +12,7 @@ from lib.normalize import (
     normalize_categorical,
     normalize_column,
     normalize_numeric,
+    normalize_numeric_columns,
     parse_category,
     parse_currency,
     parse_number,
@@ -167,6 +168,20 @@ def test_numeric_columns_agree_with_scalar_parsers_on_any_mix(column, values):
 @given(column=st.sampled_from(["x0", "x12", "x63"]), values=st.lists(_NEAR_NUMBER, min_size=1, max_size=8))
 def test_numeric_columns_of_strings_only_agree_with_scalar_parsers(column, values):
     _assert_column_agrees_with_scalar(column, values)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.integers(1, 6).flatmap(lambda n: st.lists(
+    st.one_of(st.lists(st.one_of(st.floats(), st.integers(-(10**400), 10**400), st.none()), min_size=n, max_size=n),
+              st.lists(_NUMBER_CELL, min_size=n, max_size=n)),
+    min_size=1, max_size=4)))
+def test_numeric_matrix_equals_its_columns_normalised_one_by_one(columns):
+    names = ["x0", "x12", "x63", "x1"][: len(columns)]
+    matrix, errors = normalize_numeric_columns(names, columns)
+    for j, (name, values) in enumerate(zip(names, columns, strict=True)):
+        array, column_errors = normalize_numeric(name, values)
+        np.testing.assert_array_equal(matrix[:, j], array)
+        assert errors.get(name, {}) == column_errors
 
 
 _CATEGORY_CELL = st.one_of(

@@ -168,6 +168,29 @@ def test_rows_score_the_same_in_any_batch_size(plan, test_rows, batch_scores, si
     np.testing.assert_array_equal(np.concatenate([c.classes for c in chunks]), batch_scores.classes)
 
 
+EDGE_CELLS = [
+    {}, {"x91": 1e300}, {"x91": -1e300}, {"x91": 1e308, "x53": 1e308}, {"x91": 900.0}, {"x91": -900.0},
+    {"x91": 5e-324}, {"x12": "($1,000,000,000.00)"}, {"x5": "funday", "x12": "lots"}, {"x31": [1]},
+    {"x44": True}, {"x81": "SEPT", "x5": " sun "}, {"x56": "nan", "x31": "NA"},
+]
+
+
+def test_one_row_path_equals_the_batch_path_on_edge_rows(plan, test_rows):
+    """score_batch takes a scalar route for one row; it must answer exactly as the array route."""
+    rows = [dict(test_rows[i], **cells) for i, cells in enumerate(EDGE_CELLS)]
+    ids = [f"r{i}" for i in range(len(rows))]
+    together = served(plan, rows, ids=ids)
+    for i, row in enumerate(rows):
+        alone = served(plan, [row], ids=[ids[i]])
+        errors = [(e.column, e.message, e.id) for e in together.errors if e.index == i]
+        assert [(e.column, e.message, e.id) for e in alone.errors] == errors
+        if not errors:
+            assert alone.probabilities[0] == together.probabilities[i]
+            assert alone.classes[0] == together.classes[i]
+        np.testing.assert_array_equal(alone.numeric[0], together.numeric[i])
+        assert {c: int(v[0]) for c, v in alone.codes.items()} == {c: int(v[i]) for c, v in together.codes.items()}
+
+
 @pytest.fixture()
 def bad_rows(test_rows):
     rows = [dict(row) for row in test_rows[:10]]
