@@ -9,6 +9,7 @@ a few array operations, with no pandas and no per-row Python.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,9 +43,15 @@ class ScoringPlan:
         """fill, center, scale and coef as Python floats, for the one-row path."""
         return self._lists
 
+    @property
+    def numeric_parsers(self) -> tuple[Callable[[object], float], ...]:
+        """The scalar parser of each numeric column, for the one-row path."""
+        return self._parsers
+
     def __post_init__(self) -> None:
         lists = tuple(a.tolist() for a in (self.fill, self.center, self.scale, self.coef))
         object.__setattr__(self, "_lists", lists)
+        object.__setattr__(self, "_parsers", tuple(map(numeric_parser, self.numeric_columns)))
 
 
 @dataclass(frozen=True)
@@ -148,9 +155,13 @@ def _score_one(plan: ScoringPlan, batch: RawBatch) -> Scores:
     a batch (tests/test_scorer.py holds both paths to that)."""
     cell_errors: list[tuple[int, str, str]] = []
     numeric = []
-    for name in plan.numeric_columns:
+    for name, parse in zip(plan.numeric_columns, plan.numeric_parsers, strict=True):
+        value = batch.columns[name][0]
+        if type(value) is float and -math.inf < value < math.inf:  # the common case, as parse() has it
+            numeric.append(value)
+            continue
         try:
-            numeric.append(numeric_parser(name)(batch.columns[name][0]))
+            numeric.append(parse(value))
         except InvalidValue as exc:
             numeric.append(math.nan)
             cell_errors.append((0, name, str(exc)))
