@@ -25,8 +25,9 @@ ROW_ID = "id"
 ROWS_FORMAT = "rows"
 COLUMNS_FORMAT = "columns"
 FORMATS = (ROWS_FORMAT, COLUMNS_FORMAT)
-#: Timed phases of a request, in order (normalisation is inside score_batch, so inside "score").
-PHASES = ("decode", "score", "encode")
+#: Timed phases of a request, in order: body to raw columns, raw cells to numbers and level
+#: codes, imputation + scaling + the model, answer body.
+PHASES = ("decode", "normalise", "score", "encode")
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ class Predictor:
             n_invalid=len(invalid),
             n_positive=n_positive,
             errors=scores.errors,
-            phases=dict(zip(PHASES, (decoded - started, scored - decoded, encoded - scored), strict=True)),
+            phases=dict(zip(PHASES, (decoded - started, scores.normalise_seconds,
+                                     scored - decoded - scores.normalise_seconds, encoded - scored), strict=True)),
             drift=None if self.ranges is None else count_drift(self.ranges, scores.numeric, scores.codes, invalid),
         )
 

@@ -9,6 +9,7 @@ a few array operations, with no pandas and no per-row Python.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -63,6 +64,8 @@ class Scores:
     errors: list[CellError]
     numeric: np.ndarray | None = None
     codes: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Seconds spent normalising the raw cells (part of the whole scoring time).
+    normalise_seconds: float = 0.0
 
     @property
     def invalid_rows(self) -> set[int]:
@@ -110,6 +113,7 @@ def score_batch(plan: ScoringPlan, batch: RawBatch) -> Scores:
     n = batch.n_rows
     if n == 1:
         return _score_one(plan, batch)
+    started = time.perf_counter()
     n_numeric = len(plan.numeric_columns)
     cell_errors: list[tuple[int, str, str]] = []
     numeric, numeric_errors = normalize_numeric_columns(
@@ -122,6 +126,7 @@ def score_batch(plan: ScoringPlan, batch: RawBatch) -> Scores:
         codes[name], errors = normalize_categorical(name, batch.columns[name])
         if errors:
             cell_errors += [(i, name, message) for i, message in errors.items()]
+    normalised = time.perf_counter()
     # One term per variable group and row: the numeric terms impute, then scale exactly as
     # SimpleImputer and StandardScaler do; each categorical column adds its level's coefficient.
     terms = np.empty((n, n_numeric + len(codes)), dtype=np.float64)
@@ -144,7 +149,8 @@ def score_batch(plan: ScoringPlan, batch: RawBatch) -> Scores:
         errors += [CellError(i, column, message, batch.id_of(i)) for i, column, message in cell_errors]
     if len(errors) > 1:
         errors.sort(key=_error_order)
-    return Scores(probabilities=probabilities, classes=classes, errors=errors, numeric=numeric, codes=codes)
+    return Scores(probabilities=probabilities, classes=classes, errors=errors, numeric=numeric, codes=codes,
+                  normalise_seconds=normalised - started)
 
 
 def _score_one(plan: ScoringPlan, batch: RawBatch) -> Scores:
@@ -153,6 +159,7 @@ def _score_one(plan: ScoringPlan, batch: RawBatch) -> Scores:
     subtraction, division, multiplication and addition round the same way in numpy and in
     Python, and the exponential is numpy's, so the row scores bit for bit as it would inside
     a batch (tests/test_scorer.py holds both paths to that)."""
+    started = time.perf_counter()
     cell_errors: list[tuple[int, str, str]] = []
     numeric = []
     for name, parse in zip(plan.numeric_columns, plan.numeric_parsers, strict=True):
@@ -172,6 +179,7 @@ def _score_one(plan: ScoringPlan, batch: RawBatch) -> Scores:
         except InvalidValue as exc:
             codes[name] = len(plan.categorical_tables[name]) - 1
             cell_errors.append((0, name, str(exc)))
+    normalised = time.perf_counter()
     terms = [
         ((fill if value != value else value) - center) / scale * coef
         for value, fill, center, scale, coef in zip(numeric, *plan.numeric_lists, strict=True)
@@ -196,6 +204,7 @@ def _score_one(plan: ScoringPlan, batch: RawBatch) -> Scores:
         errors=errors,
         numeric=np.array([numeric], dtype=np.float64),
         codes={name: np.array([code], dtype=np.intp) for name, code in codes.items()},
+        normalise_seconds=normalised - started,
     )
 
 

@@ -30,7 +30,7 @@ from tests.live_server import PROJECT_DIR, LiveServer
 
 pytestmark = pytest.mark.server
 
-PHASES = ("decode", "score", "encode")
+PHASES = ("decode", "normalise", "score", "encode")
 LOG_FIELDS = {"time", "request_id", "method", "path", "status", "rows", "invalid_rows", "duration_ms",
               "bytes_in", "bytes_out", "pid"}
 # Goes into an unconsumed column of every row: it must never reach the log.
