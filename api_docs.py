@@ -54,6 +54,7 @@ def docs_blueprint(document: dict) -> Blueprint:
         return Response(encoded, mimetype="application/json")
 
     @blueprint.get("/docs")
+    @blueprint.get("/docs/")
     def docs_page() -> Response:
         return Response(page, mimetype="text/html")
 

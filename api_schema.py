@@ -31,7 +31,7 @@ from lib.schema import (
 from predictor import COLUMNS_FORMAT, FORMATS, PHASES, PREDICTED_CLASS, PROBABILITY, ROWS_FORMAT, SELECTED_FEATURES
 
 OPENAPI_VERSION = "3.1.0"
-API_TITLE = "Segmentation batch-prediction API"
+API_TITLE = "Batch prediction API"
 API_VERSION = "1.0.0"
 
 #: The row the original service documents (README): the docs page's working example.

@@ -271,6 +271,7 @@ def test_openapi_document_is_valid_and_its_examples_score(server):
 def test_docs_page_and_its_assets_are_served_locally(server):
     page = requests.get(server.url + "/docs", timeout=10)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert requests.get(server.url + "/docs/", timeout=10).text == page.text
     assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
     assert assets and all(a.startswith("/docs/") for a in assets), "nothing may come from another host"
     for asset in assets:
