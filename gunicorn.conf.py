@@ -28,7 +28,7 @@ workers = _settings.web_concurrency
 worker_class = "sync"
 # Load the artifacts once in the master; workers inherit them by fork (copy-on-write).
 preload_app = True
-# Sized for the largest allowed batch (100,000 rows, ~260 MB of JSON) with room to spare.
+# Sized for the largest allowed batch (100,000 rows, 170-260 MB of JSON) with room to spare.
 timeout = _settings.gunicorn_timeout
 # SIGTERM lets in-flight requests (a 10,000-row batch takes well under a second) finish.
 graceful_timeout = _settings.graceful_timeout
