@@ -162,7 +162,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app = Flask(__name__)
     # DEBUG stays off whatever FLASK_DEBUG says: Flask would read it from the environment.
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, SETTINGS=settings, DEBUG=False)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False)
     deadline_message = (f"the request did not finish within {settings.deadline_seconds:g} s "
                         f"(GUNICORN_TIMEOUT={settings.gunicorn_timeout}); send fewer rows per request")
 

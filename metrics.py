@@ -31,7 +31,8 @@ from prometheus_client import (
 
 from lib.drift import DriftCounts
 from lib.errors import CellError
-from lib.schema import CATEGORICAL_KINDS, ID_KEY, NUMERIC_KINDS, kind_of
+from lib.normalize import rejection_reason
+from lib.schema import NUMERIC_KINDS, kind_of
 
 FLUSH_SECONDS = 0.5
 ROW_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000)
@@ -39,30 +40,6 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 # A phase of a one-row request takes tens of microseconds; of a 100,000-row request, seconds.
 PHASE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                  0.25, 0.5, 1, 2.5, 5, 10, 30)
-
-#: Why a cell was rejected, from the start of the normaliser's message (lib/normalize.py).
-REASON_UNKNOWN_CATEGORY = "unknown_category"
-REASON_NOT_A_NUMBER = "not_a_number"
-REASON_OVERFLOW = "overflow"
-REASON_NOT_FINITE = "not_finite"
-REASON_INVALID_ID = "invalid_id"
-_MESSAGE_REASONS = (
-    ("number out of range", REASON_OVERFLOW),
-    ("expected a finite number", REASON_NOT_FINITE),
-)
-
-
-def rejection_reason(error: CellError) -> str:
-    """A label value of bounded cardinality saying why ``error``'s cell was rejected."""
-    if error.column == ID_KEY:
-        return REASON_INVALID_ID
-    if kind_of(error.column) in CATEGORICAL_KINDS:
-        return REASON_UNKNOWN_CATEGORY
-    for prefix, reason in _MESSAGE_REASONS:
-        if error.message.startswith(prefix):
-            return reason
-    return REASON_NOT_A_NUMBER
-
 
 class PendingWrites:
     """Increments of one process not yet written to the metric values.
@@ -235,6 +212,6 @@ class Metrics:
 def _count_rejections(errors: Iterable[CellError]) -> dict[tuple[str, str], int]:
     counts: dict[tuple[str, str], int] = {}
     for error in errors:
-        key = (error.column, rejection_reason(error))
+        key = (error.column, rejection_reason(error.column, error.message))
         counts[key] = counts.get(key, 0) + 1
     return counts

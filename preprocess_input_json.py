@@ -78,7 +78,7 @@ class BatchReader:
 
     def read(self, body: bytes, mimetype: str | None) -> RawBatch:
         """Turn a request body into a batch; raise PayloadError / UnsupportedMediaError / LimitError."""
-        if not _content(body):
+        if _CONTENT_RE.search(body) is None:
             raise PayloadError("the body is empty: send a JSON object, a JSON array of objects, or CSV")
         if detect_format(body, mimetype) == CSV:
             return self._read_csv(body)
@@ -148,9 +148,8 @@ class BatchReader:
 
     def _batch(self, n_rows: int, values: Sequence[Sequence], ids: Sequence) -> RawBatch:
         id_types = set(map(type, ids))
-        if id_types == {type(None)}:
-            return RawBatch(n_rows=n_rows, columns=dict(zip(self.columns, values, strict=True)), ids=None, errors=[])
-        problems = [] if id_types <= {str} and all(map(str.isascii, ids)) else _check_ids(ids)
+        plain = id_types <= {str, type(None)} and all(map(str.isascii, filter(None, ids)))
+        problems = [] if plain else _check_ids(ids)
         if problems:
             bad = {i for i, _ in problems}
             ids = [None if i in bad else v for i, v in enumerate(ids)]
@@ -165,7 +164,9 @@ class BatchReader:
 def _content(body: bytes) -> bytes:
     """``body`` from its first non-whitespace byte, without copying a long body to find it."""
     start = _CONTENT_RE.search(body)
-    return body[start.start():] if start and start.start() else (body if start else b"")
+    if start is None:
+        return b""
+    return body[start.start():] if start.start() else body
 
 
 def _check_ids(ids: Sequence) -> list[tuple[int, str]]:

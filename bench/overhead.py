@@ -58,7 +58,7 @@ def stderr_to(path: Path):
             os.close(saved)
 
 
-def in_process(body: bytes, calls: int, rounds: int, log_path: Path) -> dict[str, float]:
+def in_process(body: bytes, calls: int, blocks: int, log_path: Path) -> dict[str, float]:
     """CPU microseconds per request of the WSGI app with observability on and off (medians).
 
     CPU time of this process, not wall time, in many short alternating blocks: other load on
@@ -87,7 +87,7 @@ def in_process(body: bytes, calls: int, rounds: int, log_path: Path) -> dict[str
     with stderr_to(log_path):
         for app in apps.values():  # warm-up
             block(app)
-        for _ in range(rounds):
+        for _ in range(blocks):
             for name, app in apps.items():
                 times[name].append(block(app))
     return {
@@ -161,5 +161,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(PROJECT_DIR))
     sys.exit(main())

@@ -31,9 +31,9 @@ COMPOSE_RESOLVER = "resolver 127.0.0.11 valid=5s ipv6=off;"
 FIELD = re.compile(r"\{\{ *(\w+) *\}\}")
 
 
-def render(fields, template=None):
+def render(fields):
     """Fill every ``{{ name }}`` of the template; a missing or unused field is an error."""
-    text = TEMPLATE.read_text() if template is None else template
+    text = TEMPLATE.read_text()
     used = set(FIELD.findall(text))
     missing = used - fields.keys()
     unused = fields.keys() - used

@@ -74,6 +74,11 @@ def _manifest_checksum(manifest: dict) -> str:
     return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
+def seal_manifest(manifest: dict) -> dict:
+    """``manifest`` with its self-checksum (re)computed."""
+    return {**{k: v for k, v in manifest.items() if k != _CHECKSUM_KEY}, _CHECKSUM_KEY: _manifest_checksum(manifest)}
+
+
 def save_artifacts(out_dir: Path, imputer, scaler, model, manifest: dict) -> dict:
     """Pickle the stages into ``out_dir`` and write the manifest with their hashes.
 
@@ -94,7 +99,7 @@ def save_artifacts(out_dir: Path, imputer, scaler, model, manifest: dict) -> dic
         "files": hashes,
         "library_versions": library_versions(),
     }
-    manifest[_CHECKSUM_KEY] = _manifest_checksum(manifest)
+    manifest = seal_manifest(manifest)
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

@@ -20,6 +20,7 @@ from lib.errors import InvalidValue
 from lib.schema import (
     ALIASES,
     CURRENCY,
+    ID_KEY,
     LEVELS,
     NULL_TOKENS,
     NUMERIC,
@@ -33,6 +34,17 @@ _DECIMAL_RE = re.compile(_DECIMAL)
 _WHITESPACE_RE = re.compile(r"\s+")
 _SHOWN_CHARS = 40
 _NONE_TYPE = type(None)
+
+# Why a cell is invalid, as a label of bounded cardinality (metrics), and the start of the
+# messages that say so; the scorer reuses OUT_OF_RANGE for terms that overflow.
+REASON_NOT_A_NUMBER = "not_a_number"
+REASON_UNKNOWN_CATEGORY = "unknown_category"
+REASON_OVERFLOW = "overflow"
+REASON_NOT_FINITE = "not_finite"
+REASON_INVALID_ID = "invalid_id"
+OUT_OF_RANGE = "number out of range"
+NOT_FINITE = "expected a finite number"
+_MESSAGE_REASONS = ((OUT_OF_RANGE, REASON_OVERFLOW), (NOT_FINITE, REASON_NOT_FINITE))
 
 
 def show_value(value: object) -> str:
@@ -56,6 +68,18 @@ def show_value(value: object) -> str:
     return text
 
 
+def rejection_reason(column: str, message: str) -> str:
+    """Why the cell of ``column`` that got ``message`` was rejected (one of the REASON_ labels)."""
+    if column == ID_KEY:
+        return REASON_INVALID_ID
+    if kind_of(column) in LEVELS:
+        return REASON_UNKNOWN_CATEGORY
+    for prefix, reason in _MESSAGE_REASONS:
+        if message.startswith(prefix):
+            return reason
+    return REASON_NOT_A_NUMBER
+
+
 def is_missing(value: object) -> bool:
     """True for None, float NaN and strings that are null tokens after trimming (any case)."""
     if value is None:
@@ -76,9 +100,9 @@ def _number(kind: str, value: object) -> float:
     try:
         number = float(value)
     except OverflowError:
-        raise InvalidValue(f"number out of range: {show_value(value)}") from None
+        raise InvalidValue(f"{OUT_OF_RANGE}: {show_value(value)}") from None
     if not math.isfinite(number):
-        raise InvalidValue(f"expected a finite number, got {show_value(value)}")
+        raise InvalidValue(f"{NOT_FINITE}, got {show_value(value)}")
     return number
 
 
@@ -87,7 +111,7 @@ def _decimal(kind: str, text: str, value: object) -> float:
         raise _invalid(kind, value)
     number = float(text)
     if not math.isfinite(number):
-        raise InvalidValue(f"number out of range: {show_value(value)}")
+        raise InvalidValue(f"{OUT_OF_RANGE}: {show_value(value)}")
     return number
 
 
@@ -306,8 +330,7 @@ def normalize_categorical(name: str, values: Sequence) -> tuple[np.ndarray, dict
         for i, code in enumerate(codes):
             if code is None:
                 try:
-                    level = parse_category(kind, values[i])
-                    codes[i] = len(levels) if level is None else levels.index(level)
+                    codes[i] = category_code(name, values[i])
                 except InvalidValue as exc:
                     codes[i] = len(levels)
                     errors[i] = str(exc)

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -39,20 +40,20 @@ class ScoringPlan:
     threshold: float
     consumed_columns: tuple[str, ...]
 
-    @property
+    @cached_property
     def numeric_lists(self) -> tuple[list[float], list[float], list[float], list[float]]:
         """fill, center, scale and coef as Python floats, for the one-row path."""
-        return self._lists
+        return tuple(a.tolist() for a in (self.fill, self.center, self.scale, self.coef))
 
-    @property
+    @cached_property
     def numeric_parsers(self) -> tuple[Callable[[object], float], ...]:
         """The scalar parser of each numeric column, for the one-row path."""
-        return self._parsers
+        return tuple(map(numeric_parser, self.numeric_columns))
 
-    def __post_init__(self) -> None:
-        lists = tuple(a.tolist() for a in (self.fill, self.center, self.scale, self.coef))
-        object.__setattr__(self, "_lists", lists)
-        object.__setattr__(self, "_parsers", tuple(map(numeric_parser, self.numeric_columns)))
+    @cached_property
+    def term_columns(self) -> tuple[str, ...]:
+        """The source column of each term of a row, in summation order."""
+        return (*self.numeric_columns, *self.categorical_tables)
 
 
 @dataclass(frozen=True)
@@ -144,13 +145,8 @@ def score_batch(plan: ScoringPlan, batch: RawBatch) -> Scores:
     if np.isnan(linear).any():
         cell_errors += _unscorable(plan, terms, np.isnan(linear))
     classes = (probabilities >= plan.threshold).astype(np.int8)
-    errors = list(batch.errors)
-    if cell_errors:
-        errors += [CellError(i, column, message, batch.id_of(i)) for i, column, message in cell_errors]
-    if len(errors) > 1:
-        errors.sort(key=_error_order)
-    return Scores(probabilities=probabilities, classes=classes, errors=errors, numeric=numeric, codes=codes,
-                  normalise_seconds=normalised - started)
+    return Scores(probabilities=probabilities, classes=classes, errors=_errors(batch, cell_errors),
+                  numeric=numeric, codes=codes, normalise_seconds=normalised - started)
 
 
 def _score_one(plan: ScoringPlan, batch: RawBatch) -> Scores:
@@ -194,14 +190,10 @@ def _score_one(plan: ScoringPlan, batch: RawBatch) -> Scores:
         cell_errors += _unscorable(plan, np.array([terms]), np.array([True]))
     # exp overflows past _EXP_MAX, where the batch path's 1 / (1 + inf) is 0.
     probability = 0.0 if -linear > _EXP_MAX else 1.0 / (1.0 + float(np.exp(np.array([-linear]))[0]))
-    errors = list(batch.errors)
-    errors += [CellError(i, column, message, batch.id_of(i)) for i, column, message in cell_errors]
-    if len(errors) > 1:
-        errors.sort(key=_error_order)
     return Scores(
         probabilities=np.array([probability]),
         classes=np.array([probability >= plan.threshold], dtype=np.int8),
-        errors=errors,
+        errors=_errors(batch, cell_errors),
         numeric=np.array([numeric], dtype=np.float64),
         codes={name: np.array([code], dtype=np.intp) for name, code in codes.items()},
         normalise_seconds=normalised - started,
@@ -214,11 +206,20 @@ _COLUMN_ORDER = {name: position for position, name in enumerate(COLUMNS)}
 
 def _unscorable(plan: ScoringPlan, terms: np.ndarray, rows: np.ndarray) -> list[tuple[int, str, str]]:
     """Errors for rows whose terms overflowed in both directions: (row, first column, message)."""
+    message = "value too large to score: the model's terms overflow the float range"
     errors = []
     for i in np.flatnonzero(rows).tolist():
         j = int(np.flatnonzero(~np.isfinite(terms[i]))[0])
-        column = plan.numeric_columns[j] if j < len(plan.numeric_columns) else list(plan.categorical_tables)[j]
-        errors.append((i, column, "value too large to score: the model's terms overflow the float range"))
+        errors.append((i, plan.term_columns[j], message))
+    return errors
+
+
+def _errors(batch: RawBatch, cell_errors: list[tuple[int, str, str]]) -> list[CellError]:
+    """The batch's own errors (ids) and the cell errors, in row order, then column order."""
+    errors = list(batch.errors)
+    errors += [CellError(i, column, message, batch.id_of(i)) for i, column, message in cell_errors]
+    if len(errors) > 1:
+        errors.sort(key=_error_order)
     return errors
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from lib.artifacts import load_artifacts
 from tests.live_server import PROJECT_DIR, LiveServer
@@ -40,15 +41,22 @@ def stages(model_dir):
 
 
 @pytest.fixture(scope="session")
-def test_rows(model_dir) -> list[dict]:
-    """The 10,000 generated test rows (lib/data/test.json)."""
-    return json.loads(TEST_JSON.read_bytes())
-
-
-@pytest.fixture(scope="session")
 def test_body(model_dir) -> bytes:
     """lib/data/test.json as bytes."""
     return TEST_JSON.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def test_rows(test_body) -> list[dict]:
+    """The 10,000 generated test rows (lib/data/test.json)."""
+    return json.loads(test_body)
+
+
+@pytest.fixture(scope="module")
+def http():
+    """A requests session for the tests of one module."""
+    with requests.Session() as session:
+        yield session
 
 
 @pytest.fixture()

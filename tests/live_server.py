@@ -15,6 +15,17 @@ import requests
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
+def wait_for(condition, seconds: float, what: str):
+    """Poll ``condition`` until it returns something true (returned); fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not happen within {seconds} s")
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:
@@ -31,14 +42,9 @@ class LiveServer:
         self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "BIND": f"127.0.0.1:{self.port}",
-            "WEB_CONCURRENCY": str(workers),
-            **(env or {}),
-        }
-        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self.env.update({k: v for k, v in (env or {}).items()})
+        # Each server gets the metrics directory its gunicorn.conf.py makes, unless env names one.
+        inherited = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        self.env = {**inherited, "BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": str(workers), **(env or {})}
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self._log_file = None

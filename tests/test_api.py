@@ -9,27 +9,20 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
-import requests
 
 from api_schema import EXAMPLE_ROW
 from lib.reference import reference_classes, reference_probabilities
 from lib.schema import COLUMNS
+from predictor import PREDICTED_CLASS as CLASS
+from predictor import PROBABILITY
+from predictor import SELECTED_FEATURES as FEATURES
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.server
 
-PROBABILITY = "probability_positiveclass"
-CLASS = "predicted_class"
-FEATURES = "selected_features"
 
 # The row the original service documents (issue 3), also the example of /docs.
 DOCUMENTED_ROW = EXAMPLE_ROW
-
-
-@pytest.fixture(scope="module")
-def http():
-    with requests.Session() as session:
-        yield session
 
 
 def predict(http, server, body, *, params=None, headers=None, content_type="application/json"):

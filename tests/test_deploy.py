@@ -24,6 +24,8 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.live_server import wait_for
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 RENDER = DEPLOY / "render_nginx.py"
@@ -457,13 +459,6 @@ class Load:
     def finished_after(self, moment):
         with self.lock:
             return [entry for entry in self.done if entry[0] > moment]
-
-
-def wait_for(condition, timeout, message):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.2)
 
 
 @needs_nginx

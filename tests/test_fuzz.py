@@ -34,13 +34,13 @@ from lib.schema import (
     PERCENT,
     kind_of,
 )
+from predictor import PREDICTED_CLASS as CLASS
+from predictor import PROBABILITY
+from predictor import SELECTED_FEATURES as FEATURES
 from preprocess_input_json import CSV_MIMETYPES
 
 pytestmark = pytest.mark.server
 
-PROBABILITY = "probability_positiveclass"
-CLASS = "predicted_class"
-FEATURES = "selected_features"
 INLINE = {"errors": "inline"}
 TIMEOUT = (5, 60)  # connect, read: a hang fails the test instead of stalling it
 # Columns the fuzzed rows carry: the consumed ones are added per test; these are not consumed
@@ -200,12 +200,6 @@ def invalid_columns(row: dict, consumed: list[str]) -> set[str]:
 
 
 # -- Helpers --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def http():
-    with requests.Session() as session:
-        yield session
 
 
 @pytest.fixture(scope="module")

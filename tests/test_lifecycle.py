@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -25,22 +24,13 @@ import pytest
 import requests
 
 from bench.memory import worker_pids
-from tests.live_server import PROJECT_DIR
+from lib.artifacts import seal_manifest
+from tests.live_server import PROJECT_DIR, wait_for
 
 pytestmark = pytest.mark.server
 
 TIMEOUT = (5, 120)
 ROW = {"x5": "friday", "x12": "$-5,032.58", "x31": "japan", "x44": 0.1, "x81": "Sept", "x91": 0.4}
-
-
-def wait_for(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {seconds} s")
 
 
 # -- Signals ---------------------------------------------------------------------------------------
@@ -137,10 +127,7 @@ class CreatesFile:
 
 def reseal(model_dir, manifest: dict) -> None:
     """Rewrite manifest.json with a valid self-checksum, as someone who edits it knowingly would."""
-    body = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
-    body["manifest_sha256"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
-                                             .encode()).hexdigest()
-    (model_dir / "manifest.json").write_text(json.dumps(body))
+    (model_dir / "manifest.json").write_text(json.dumps(seal_manifest(manifest)))
 
 
 def flip_a_byte(path):

@@ -23,16 +23,16 @@ import yaml
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
+import access_log
 from api_schema import EXAMPLE_ROW, RowSchema
 from lib.schema import CATEGORICAL_COLUMNS
 from metrics import FLUSH_SECONDS
+from predictor import PHASES
 from tests.live_server import PROJECT_DIR, LiveServer
 
 pytestmark = pytest.mark.server
 
-PHASES = ("decode", "normalise", "score", "encode")
-LOG_FIELDS = {"time", "request_id", "method", "path", "status", "rows", "invalid_rows", "duration_ms",
-              "bytes_in", "bytes_out", "pid"}
+LOG_FIELDS = set(access_log.FIELDS)
 # Goes into an unconsumed column of every row: it must never reach the log.
 SENTINEL = "payload-sentinel-7f3a9c"
 MONITORING = PROJECT_DIR / "deploy" / "monitoring"
