@@ -20,7 +20,7 @@ from lib.artifacts import Stages
 from lib.batch import RawBatch
 from lib.errors import ArtifactError, CellError, InvalidValue
 from lib.features import NAN_LEVEL, source_column
-from lib.normalize import category_code, normalize_categorical, normalize_numeric_columns, numeric_parser
+from lib.normalize import OUT_OF_RANGE, category_code, normalize_categorical, normalize_numeric_columns, numeric_parser
 from lib.schema import COLUMNS, LEVELS, NUMERIC_COLUMNS, kind_of
 
 #: Largest difference tolerated between the plan and the recorded golden probability.
@@ -206,7 +206,7 @@ _COLUMN_ORDER = {name: position for position, name in enumerate(COLUMNS)}
 
 def _unscorable(plan: ScoringPlan, terms: np.ndarray, rows: np.ndarray) -> list[tuple[int, str, str]]:
     """Errors for rows whose terms overflowed in both directions: (row, first column, message)."""
-    message = "value too large to score: the model's terms overflow the float range"
+    message = f"{OUT_OF_RANGE} for this model: the values are too large to score (its terms overflow)"
     errors = []
     for i in np.flatnonzero(rows).tolist():
         j = int(np.flatnonzero(~np.isfinite(terms[i]))[0])

@@ -16,6 +16,7 @@ from lib.artifacts import Stages
 from lib.batch import RawBatch
 from lib.errors import ArtifactError, InputError
 from lib.features import design_matrix, normalize_frame
+from lib.normalize import REASON_OVERFLOW, rejection_reason
 from lib.reference import reference_classes, reference_probabilities
 from lib.schema import ALIASES, CATEGORICAL_COLUMNS, COLUMNS, LEVELS, kind_of
 from lib.scorer import GOLDEN_TOLERANCE, check_golden, compile_plan, score_batch
@@ -265,3 +266,10 @@ def test_check_golden_refuses_a_drift(stages, plan, row_changes, shift):
     manifest = golden_variant(stages.manifest, row_changes, shift)
     with pytest.raises(ArtifactError, match="golden row scored .*, training recorded"):
         check_golden(plan, manifest)
+
+
+def test_overflowing_rows_are_counted_as_overflow(plan, test_rows):
+    scores = served(plan, [dict(test_rows[0], x91=1e308, x53=1e308)])
+    (error,) = scores.errors
+    assert "too large" in error.message
+    assert rejection_reason(error.column, error.message) == REASON_OVERFLOW
