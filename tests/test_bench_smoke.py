@@ -46,12 +46,12 @@ def test_quick_run_writes_results_and_keeps_the_notes(model_dir, tmp_path):
     results = json.loads(results_file.read_text())
 
     assert len(results["targets"]) == 6
-    assert all(isinstance(t["passed"], bool) for t in results["targets"])
+    assert all(t["served"] > 0 and t["floor"] > 0 for t in results["targets"]), results["targets"]
     assert [e["rows"] for e in results["per_row"]] == [1, 10, 100, 1_000, 10_000]
     for name in ("served", "floor"):
         assert results["load"][name]["requests"] > 0
         assert results["load"][name]["errors"] == 0
-        assert 0 < results["rss"][name]["idle_mb"] <= results["rss"][name]["rows_10000_mb"]
+        assert 0 < results["rss"][name]["idle_mb"] < results["rss"][name]["rows_10000_mb"]
         assert results["startup"][f"{name}_s"] > 0
     # The floor answers as much as the real service does.
     served_mb, floor_mb = results["large"]["served"]["response_mb"], results["large"]["floor"]["response_mb"]
