@@ -255,8 +255,15 @@ def test_bad_query_parameters_are_400(http, server):
 
 def test_unknown_paths_and_methods_answer_json(http, server):
     assert_json_error(http.get(server.url + "/nowhere"), 404)
-    assert_json_error(http.get(server.url + "/predict"), 405)
+    for method in ("GET", "PUT", "DELETE", "PATCH"):  # POST /predict is answered in front of Flask
+        response = http.request(method, server.url + "/predict", data=DOCUMENTED_ROW)
+        assert_json_error(response, 405)
+        assert response.headers["X-Content-Type-Options"] == "nosniff" and response.headers["X-Request-ID"]
     assert_json_error(http.delete(server.url + "/health"), 405)
+    assert_json_error(http.post(server.url + "/predict/", data=DOCUMENTED_ROW), 404)
+    assert_json_error(http.post(server.url + "/predict/x", data=DOCUMENTED_ROW), 404)
+    options = http.options(server.url + "/predict")
+    assert options.status_code == 200 and set(options.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
 
 
 def test_limits_are_413_naming_the_limit(model_dir, tmp_path, http):

@@ -1,0 +1,180 @@
+"""What the two HTTP entry points share: the Flask app (``flaskapp.py``) and the ``POST
+/predict`` endpoint mounted in front of it (``predict_endpoint.py``).
+
+Error bodies and their status codes, request ids, the per-request deadline, reading the body,
+and the bookkeeping every answer gets (its headers, the request metrics, the access line).
+Plain WSGI and werkzeug: no Flask here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http import HTTPStatus
+
+from gunicorn.http.errors import ParseException
+from werkzeug import Request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from access_log import AccessLog
+from lib.errors import (
+    ArtifactError,
+    InputError,
+    LimitError,
+    PayloadError,
+    ServiceError,
+    UnsupportedMediaError,
+)
+from metrics import Metrics
+
+
+class DeadlineError(ServiceError):
+    """A request ran past its time budget; raised from SIGALRM by ``deadline``."""
+
+
+ERROR_STATUS = {
+    PayloadError: 400,
+    LimitError: 413,
+    UnsupportedMediaError: 415,
+    InputError: 422,
+    ArtifactError: 503,
+    DeadlineError: 504,
+}
+ERROR_CODES = {400: "bad_request", 413: "too_large", 415: "unsupported_media_type",
+               422: "invalid_rows", 503: "not_ready", 504: "deadline_exceeded"}
+REQUEST_ID_HEADER = "X-Request-ID"
+MODEL_VERSION_HEADER = "X-Model-Version"
+JSON_MIMETYPE = "application/json"
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+UNEXPECTED_MESSAGE = "internal server error; the request id identifies it in the logs"
+
+log = logging.getLogger("predict")
+
+
+def request_id(given: str | None) -> str:
+    """The client's X-Request-ID when it is a sane token, else a new random id."""
+    return given if given and _REQUEST_ID_RE.fullmatch(given) else os.urandom(16).hex()
+
+
+def error_payload(status: int, message: str, **extra: object) -> dict:
+    """The JSON error object every non-2xx answer carries."""
+    return {"error": ERROR_CODES.get(status) or _status_code_name(status), "message": message, **extra}
+
+
+def _status_code_name(status: int) -> str:
+    try:
+        return re.sub(r"\W+", "_", HTTPStatus(status).phrase).lower()
+    except ValueError:
+        return "error"
+
+
+def error_answer(exc: BaseException, max_body_mb: int, max_listed_errors: int,
+                 request_id: str | None) -> tuple[int, dict]:
+    """The status and JSON error object for an exception raised while answering a request.
+
+    Anything that is neither a service error nor an HTTP error is a bug: it is logged with
+    its traceback and the request id, and the client gets a bare 500.
+    """
+    if isinstance(exc, ServiceError):
+        status = next(s for cls, s in ERROR_STATUS.items() if isinstance(exc, cls))
+        if isinstance(exc, InputError):
+            listed = exc.errors[:max_listed_errors]
+            return status, error_payload(
+                status, str(exc), invalid_row_count=len(exc.invalid_rows), error_count=len(exc.errors),
+                errors=[e.as_dict() for e in listed], errors_truncated=len(listed) < len(exc.errors),
+            )
+        return status, error_payload(status, str(exc))
+    if isinstance(exc, RequestEntityTooLarge):
+        return 413, error_payload(413, f"the body is over the limit of {max_body_mb} MB per request (MAX_BODY_MB)")
+    if isinstance(exc, HTTPException):
+        return exc.code or 500, error_payload(exc.code or 500, exc.description or exc.name)
+    log.error("unhandled error in request %s", request_id, exc_info=exc)
+    return 500, error_payload(500, UNEXPECTED_MESSAGE)
+
+
+def server_timing(phases: dict[str, float]) -> str:
+    """The Server-Timing header value: each phase's duration in milliseconds."""
+    return ", ".join(f"{name};dur={seconds * 1000:.3f}" for name, seconds in phases.items())
+
+
+@contextmanager
+def deadline(seconds: float, message: str) -> Iterator[None]:
+    """Raise DeadlineError(message) inside the block once ``seconds`` have passed.
+
+    gunicorn kills a sync worker that overruns its timeout, and the client then gets
+    gunicorn's HTML 500 instead of an answer; this lets the app answer first and go on
+    serving. Only the main thread can take signals, and a real-time timer somebody else
+    set (pytest-timeout) is left alone: the block then runs without a deadline.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0]:
+        yield
+        return
+    # The handler is installed once per process (a request only arms and disarms the timer);
+    # it is checked each time because a test runner may have put its own in its place.
+    if signal.getsignal(signal.SIGALRM) is not _expire:
+        signal.signal(signal.SIGALRM, _expire)
+    _deadline_message[0] = message
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+_deadline_message = [""]
+
+
+def _expire(signum, frame) -> None:
+    raise DeadlineError(_deadline_message[0])
+
+
+def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole request body, refused when it is over ``max_bytes`` or shorter than announced.
+
+    ``request.max_content_length`` must be ``max_bytes``: werkzeug then refuses an announced
+    length over it before reading a byte.
+    """
+    try:
+        body = request.get_data(cache=False)
+    except ParseException:  # gunicorn reads chunked framing while the app reads the body
+        raise PayloadError("the chunked transfer encoding of the body is malformed") from None
+    announced = request.content_length
+    if announced is None and len(body) >= max_bytes:
+        # Without Content-Length (chunked), werkzeug stops reading at MAX_CONTENT_LENGTH and
+        # hands over what it has, as if the body ended there.
+        raise RequestEntityTooLarge()
+    if announced is not None and len(body) < announced:
+        # gunicorn hands over what arrived when the client stops sending early.
+        raise PayloadError(f"the body ended after {len(body)} of the {announced} bytes given in Content-Length")
+    return body
+
+
+class Recorder:
+    """Finishes every answer the same way, whichever entry point made it: the request-id,
+    model-version and nosniff headers, the request metrics and the access line."""
+
+    def __init__(self, model_version: str, metrics: Metrics, access_log: AccessLog | None):
+        self.model_version = model_version
+        self.metrics = metrics
+        self.access_log = access_log
+
+    def finish(self, request_id: str, started: float, method: str, path: str, endpoint: str, status: int,
+               bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0) -> list[tuple[str, str]]:
+        """Record one answered request; return the headers to add to its answer."""
+        seconds = time.perf_counter() - started
+        self.metrics.observe_request(endpoint, method, status, seconds)
+        if self.access_log is not None:
+            # The path without its query string, and never a byte of the body.
+            self.access_log.write({
+                "time": round(time.time(), 3), "request_id": request_id, "method": method, "path": path,
+                "status": status, "rows": rows, "invalid_rows": invalid_rows, "duration_ms": round(seconds * 1000, 3),
+                "bytes_in": bytes_in, "bytes_out": bytes_out, "pid": os.getpid(),
+            })
+        return [(REQUEST_ID_HEADER, request_id), (MODEL_VERSION_HEADER, self.model_version),
+                ("X-Content-Type-Options", "nosniff")]
