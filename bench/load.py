@@ -104,3 +104,23 @@ def run_python_load(url: str, body: bytes, connections: int, seconds: float) -> 
         tool="python", requests=len(every), seconds=elapsed, requests_per_s=len(every) / elapsed,
         p50_ms=percentile(every, 50) * 1000, p99_ms=percentile(every, 99) * 1000, errors=sum(errors),
     )
+
+
+def default_tool() -> str:
+    """The load generator to use when none is asked for: wrk if installed, else the Python loop."""
+    return "wrk" if wrk_available() else "python"
+
+
+def run_load(url: str, body: bytes, connections: int, threads: int, seconds: float, tool: str,
+             work_dir: Path) -> LoadResult:
+    """Post ``body`` with ``tool`` ("wrk" or "python"); wrk reads it from a file written in ``work_dir``.
+
+    ``threads`` only matters to wrk.
+    """
+    if tool == "python":
+        return run_python_load(url, body, connections, seconds)
+    if tool != "wrk":
+        raise ValueError(f"unknown load tool {tool!r}: 'wrk' or 'python'")
+    body_file = work_dir / "single_row.json"
+    body_file.write_bytes(body)
+    return run_wrk(url, body_file, connections, threads, seconds)

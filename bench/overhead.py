@@ -28,7 +28,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.load import run_python_load, run_wrk, wrk_available
+from bench.load import default_tool, run_load
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 OFF = {"METRICS_ENABLED": "0", "ACCESS_LOG": "0"}
@@ -97,25 +97,23 @@ def in_process(body: bytes, calls: int, blocks: int, log_path: Path) -> dict[str
     }
 
 
-def over_http(body_file: Path, seconds: float, rounds: int, connections: int, log_dir: Path) -> dict[str, list[float]]:
-    """Requests/s of single-row load on two live servers, observability on and off, per round."""
+def over_http(body: bytes, tool: str, seconds: float, rounds: int, connections: int,
+              work_dir: Path) -> dict[str, list[float]]:
+    """Requests/s of single-row load by ``tool`` on two live servers, observability on and off, per round."""
     from tests.live_server import LiveServer
 
     servers = {
-        "on": LiveServer(workers=2, log_path=log_dir / "on.log"),
-        "off": LiveServer(env=OFF, workers=2, log_path=log_dir / "off.log"),
+        "on": LiveServer(workers=2, log_path=work_dir / "on.log"),
+        "off": LiveServer(env=OFF, workers=2, log_path=work_dir / "off.log"),
     }
-    body = body_file.read_bytes()
     rates: dict[str, list[float]] = {name: [] for name in servers}
     try:
         for server in servers.values():
             server.start()
         for _ in range(rounds):
             for name, server in servers.items():
-                if wrk_available():
-                    result = run_wrk(server.url, body_file, connections, threads=2, seconds=seconds)
-                else:
-                    result = run_python_load(server.url, body, connections, seconds)
+                result = run_load(server.url, body, connections, threads=2, seconds=seconds, tool=tool,
+                                  work_dir=work_dir)
                 if result.errors:
                     raise RuntimeError(f"{result.errors} failed requests against the {name} server")
                 rates[name].append(result.requests_per_s)
@@ -138,8 +136,6 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         body = json.dumps(EXAMPLE_ROW).encode()
-        body_file = tmp_dir / "row.json"
-        body_file.write_bytes(body)
 
         micro = in_process(body, args.calls, args.blocks, tmp_dir / "access.log")
         print(f"in process ({args.blocks} alternating blocks of {args.calls} calls): median {micro['on']:.1f} µs "
@@ -148,12 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.skip_http:
             return 0
         os.environ.pop("PROMETHEUS_MULTIPROC_DIR")  # each server makes its own
-        rates = over_http(body_file, args.seconds, args.rounds, args.connections, tmp_dir)
+        tool = default_tool()
+        rates = over_http(body, tool, args.seconds, args.rounds, args.connections, tmp_dir)
         # Each round runs "on" right before "off": the median of the round ratios cancels most of
         # the drift in what else the machine is doing.
         loss = 1 - statistics.median(on / off for on, off in zip(rates["on"], rates["off"], strict=True))
-        tool = "wrk" if wrk_available() else "python threads"
-        print(f"over HTTP ({tool}, {args.connections} connections, 2 workers, {args.rounds} rounds of "
+        label = "python threads" if tool == "python" else tool
+        print(f"over HTTP ({label}, {args.connections} connections, 2 workers, {args.rounds} rounds of "
               f"{args.seconds:g} s): median {statistics.median(rates['on']):.0f} req/s with, "
               f"{statistics.median(rates['off']):.0f} req/s without: {loss:+.1%} throughput cost "
               f"(median of round ratios; budget 5 %)")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import itertools
 import json
 import os
 import shlex
@@ -31,10 +30,10 @@ import orjson
 
 from bench import report
 from bench.client import PREDICT_PATH, HttpClient
-from bench.load import run_python_load, run_wrk, wrk_available
+from bench.load import default_tool, run_load, wrk_available
 from bench.memory import peak_worker_rss_mb
 from bench.stats import latency_summary, percentile
-from bench.stress import check_answer
+from bench.stress import BATCH, Job, check_answer, request_body
 from tests.live_server import PROJECT_DIR, LiveServer
 
 MODEL_DIR = PROJECT_DIR / "lib" / "model_components"
@@ -90,7 +89,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.no_doc:
         args.doc = None
     if args.load_tool is None:
-        args.load_tool = "wrk" if wrk_available() else "python"
+        args.load_tool = default_tool()
     if args.load_tool == "wrk" and not wrk_available():
         parser.error("wrk is not installed (apt-get install wrk); use --load-tool python")
     return args
@@ -104,14 +103,9 @@ def loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def build_body(rows: list[bytes], n_rows: int) -> bytes:
-    """A JSON array of ``n_rows`` test rows, repeating them past the end of the file."""
-    return b"[" + b",".join(itertools.islice(itertools.cycle(rows), n_rows)) + b"]"
-
-
-def row_indices(n_rows: int, n_test_rows: int) -> list[int]:
-    """Which test row stands at each position of ``build_body``'s bodies."""
-    return [i % n_test_rows for i in range(n_rows)]
+def batch_job(n_rows: int, n_test_rows: int) -> Job:
+    """A batch of ``n_rows`` test rows in file order, repeating them past the end of the file."""
+    return Job(BATCH, tuple(i % n_test_rows for i in range(n_rows)))
 
 
 class Bench:
@@ -127,8 +121,8 @@ class Bench:
 
     def timed_posts(self, n_rows: int, count: int) -> dict[str, dict]:
         """POST a body of ``n_rows`` rows ``count`` times to each app, interleaved; check every answer."""
-        body = build_body(self.rows, n_rows)
-        indices = row_indices(n_rows, len(self.rows))
+        job = batch_job(n_rows, len(self.rows))
+        body = request_body(job, self.rows)
         seconds: dict[str, list[float]] = {name: [] for name in self.servers}
         sizes: dict[str, int] = {}
         for i in range(count):
@@ -138,7 +132,7 @@ class Bench:
                     reply = self.clients[name].post_json(PREDICT_PATH, body)
                 except (OSError, http.client.HTTPException) as exc:
                     raise BenchError(f"{name} app, {n_rows} rows: {type(exc).__name__}: {exc}") from None
-                problem = check_answer(reply.status, reply.body, indices, self.seen[name])
+                problem = check_answer(reply.status, reply.body, job.rows, self.seen[name])
                 if problem:
                     raise BenchError(f"{name} app, {n_rows} rows: {problem}")
                 seconds[name].append(reply.seconds)
@@ -170,18 +164,13 @@ class Bench:
 
     def load(self, tool: str, connections: int, threads: int, work_dir: Path) -> dict:
         """Single-row throughput and latency at a fixed concurrency, one app at a time."""
-        body = self.rows[0]
-        body_file = work_dir / "single_row.json"
-        body_file.write_bytes(body)
         out: dict = {"tool": tool, "connections": connections, "threads": threads,
                      "seconds": self.profile.load_seconds}
         for name, server in self.servers.items():
             log(f"single-row load on the {name} app: {tool}, {connections} connections, "
                 f"{self.profile.load_seconds:g} s")
-            if tool == "wrk":
-                result = run_wrk(server.url, body_file, connections, threads, self.profile.load_seconds)
-            else:
-                result = run_python_load(server.url, body, connections, self.profile.load_seconds)
+            result = run_load(server.url, self.rows[0], connections, threads, self.profile.load_seconds, tool,
+                              work_dir)
             if result.errors:
                 raise BenchError(f"{name} app: {result.errors} failed requests under single-row load")
             out[name] = vars(result)
@@ -242,7 +231,7 @@ def in_process(rows: list[bytes], repeats: int) -> dict:
     from lib.reference import reference_probabilities
     from predictor import PROBABILITY, Predictor
 
-    body = build_body(rows, LARGE_ROWS)
+    body = request_body(batch_job(LARGE_ROWS, len(rows)), rows)
     stages = load_artifacts(MODEL_DIR)
     predictor = Predictor(stages, max_rows=LARGE_ROWS)
     served, reference = [], []

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.memory import status_mb, worker_pids
-from bench.stress import BATCH, DEFAULT_DATA, SINGLE, Job, Phase, Runner, encode_rows, format_summary
+from bench.stress import BATCH, DEFAULT_DATA, SINGLE, Job, Phase, Runner, encode_rows, format_summary, plan_jobs
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -54,18 +54,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def plan(n_rows: int, singles: int, batches: int, batch_rows: int, rng: random.Random) -> tuple[list[Job], list[Job]]:
-    """Single-row jobs cycling through the rows, and batches of ``batch_rows`` random rows."""
-    population = range(n_rows)
-
-    def draw() -> tuple[int, ...]:
-        if batch_rows <= n_rows:
-            return tuple(rng.sample(population, batch_rows))
-        return tuple(rng.choices(population, k=batch_rows))
-
-    return ([Job(SINGLE, (i % n_rows,)) for i in range(singles)], [Job(BATCH, draw()) for _ in range(batches)])
-
-
 def split(jobs: list[Job], parts: int) -> list[list[Job]]:
     """``jobs`` cut into ``parts`` consecutive pieces of (almost) equal size."""
     bounds = [len(jobs) * k // parts for k in range(parts + 1)]
@@ -87,17 +75,17 @@ def soak(args: argparse.Namespace, url: str, master_pid: int) -> dict:
     samples = []
     started = time.perf_counter()
     try:
-        warm_singles, warm_batches = plan(len(encoded), args.warmup_singles, args.warmup_batches,
-                                          args.batch_rows, rng)
-        runner.run(SINGLE, warm_singles)
-        runner.run(BATCH, warm_batches)
+        warm_up = plan_jobs(len(encoded), args.warmup_singles, args.warmup_batches, args.batch_rows, rng,
+                            fixed_size=True)
+        runner.run(SINGLE, warm_up[SINGLE])
+        runner.run(BATCH, warm_up[BATCH])
         baseline = rss_mb(master_pid)
         samples.append({"after": "warm-up", "singles": 0, "batches": 0, "rss_mb": baseline})
         print(f"warm-up done; worker RSS (MB): {_show(baseline)}", flush=True)
-        singles, batches = plan(len(encoded), args.singles, args.batches, args.batch_rows, rng)
+        jobs = plan_jobs(len(encoded), args.singles, args.batches, args.batch_rows, rng, fixed_size=True)
         sent_singles = sent_batches = 0
         for k, (some_singles, some_batches) in enumerate(
-                zip(split(singles, args.segments), split(batches, args.segments), strict=True), 1):
+                zip(split(jobs[SINGLE], args.segments), split(jobs[BATCH], args.segments), strict=True), 1):
             phases += [runner.run(SINGLE, some_singles), runner.run(BATCH, some_batches)]
             sent_singles += len(some_singles)
             sent_batches += len(some_batches)

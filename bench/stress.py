@@ -110,14 +110,24 @@ def encode_rows(path: Path) -> list[bytes]:
     return [json.dumps(row, separators=(",", ":")).encode() for row in rows]
 
 
-def plan_jobs(n_rows: int, requests: int, batches: int, max_batch: int, seed: int) -> dict[str, list[Job]]:
-    """Single-row requests cycling through the rows, and batches of random sizes and rows."""
-    rng = random.Random(seed)
+def plan_jobs(n_rows: int, requests: int, batches: int, max_batch: int, rng: random.Random, *,
+              fixed_size: bool = False) -> dict[str, list[Job]]:
+    """Single-row requests cycling through the rows, and batches of random rows drawn by ``rng``.
+
+    A batch has a random size in 1..max_batch, its rows drawn with replacement; with ``fixed_size``
+    it has exactly ``max_batch`` rows, drawn without replacement when there are that many rows.
+    """
     population = range(n_rows)
-    return {
-        SINGLE: [Job(SINGLE, (i % n_rows,)) for i in range(requests)],
-        BATCH: [Job(BATCH, tuple(rng.choices(population, k=rng.randint(1, max_batch)))) for _ in range(batches)],
-    }
+
+    def draw() -> tuple[int, ...]:
+        if not fixed_size:
+            return tuple(rng.choices(population, k=rng.randint(1, max_batch)))
+        if max_batch <= n_rows:
+            return tuple(rng.sample(population, max_batch))
+        return tuple(rng.choices(population, k=max_batch))
+
+    return {SINGLE: [Job(SINGLE, (i % n_rows,)) for i in range(requests)],
+            BATCH: [Job(BATCH, draw()) for _ in range(batches)]}
 
 
 def request_body(job: Job, encoded: Sequence[bytes]) -> bytes:
@@ -248,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"FAILED: cannot reach {args.url} ({type(exc).__name__}: {exc}); is the server running?")
         return 1
     encoded = encode_rows(args.data)
-    jobs = plan_jobs(len(encoded), args.requests, args.batches, args.max_batch, args.seed)
+    jobs = plan_jobs(len(encoded), args.requests, args.batches, args.max_batch, random.Random(args.seed))
     print(f"stress test of {args.url}: {args.requests} single-row requests, {args.batches} batches of "
           f"1..{args.max_batch} rows, concurrency {args.concurrency}, {len(encoded)} rows from {args.data}, "
           f"seed {args.seed}", flush=True)
