@@ -116,3 +116,17 @@ def test_write_document_keeps_hand_written_notes(tmp_path, old, notes):
     assert doc.read_text() == f"# Performance\n\nnew table\n\n{report.NOTES_MARKER}\n\n{notes}"
     report.write_document(doc, "# Performance\n\nnewer table\n")
     assert doc.read_text() == f"# Performance\n\nnewer table\n\n{report.NOTES_MARKER}\n\n{notes}"
+
+
+def test_decoder_survey_times_every_installed_variant(model_dir, capsys):
+    from bench import decoders
+
+    assert decoders.main(["--rows", "30", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("body: 30 rows") and "x5, x12" in lines[0]
+    timed = {line[:62].strip(): line[62:].split() for line in lines[2:]}
+    for name in ("orjson.loads (floor app, reference path)", "served: typed struct of the consumed columns + id",
+                 "msgspec struct with no field (skips every key)"):
+        low, median = map(float, timed[name])
+        assert 0 < low <= median
+    assert all(values == ["–", "–"] for name, values in timed.items() if name.endswith("not installed"))

@@ -1,0 +1,149 @@
+"""Why decoding bounds the 10,000-row request: JSON decoders and msgspec variants on one body.
+
+    .venv/bin/python -m bench.decoders [--rows 10000] [--repeats 9]
+
+Times each way of getting the consumed columns out of a body of the first ``--rows`` rows of
+lib/data/test.json: the full decoders (what the floor app and the reference path use), the
+service's typed decoder, and msgspec structs that isolate what that decoder spends its time on
+(skipping the body, looking keys up, decoding values). Decoders outside requirements.txt
+(pysimdjson, cysimdjson, pydantic-core, pyarrow) are timed when importable, for instance after
+``pip install --target /tmp/extra pysimdjson`` with ``PYTHONPATH=/tmp/extra``, and listed as
+not installed otherwise. Prints the minimum and the median of the repeats, in ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import orjson
+
+from bench.run import MODEL_DIR, TEST_JSON, batch_job
+from bench.stress import encode_rows, request_body
+from lib.artifacts import read_manifest
+from lib.schema import COLUMNS, ID_KEY
+from preprocess_input_json import BatchReader
+
+#: Decoders outside requirements.txt, timed when importable.
+OPTIONAL = ("simdjson", "cysimdjson", "pydantic_core", "pyarrow.json")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.decoders", description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=10_000, help="rows in the body (default 10,000)")
+    parser.add_argument("--repeats", type=int, default=9, help="timed decodes per variant (default 9)")
+    return parser.parse_args(argv)
+
+
+def _struct_decoder(fields: Sequence[str], name: str = "Row") -> msgspec.json.Decoder:
+    row = msgspec.defstruct(name, [(f, Any, None) for f in fields])
+    return msgspec.json.Decoder(list[row])
+
+
+def variants(body: bytes, first_row: dict, consumed: Sequence[str]) -> dict[str, Callable[[], object] | str]:
+    """Each variant as a callable that decodes ``body`` (rows like ``first_row``), or why it cannot run."""
+    keys = list(first_row)
+    wanted = [*consumed, ID_KEY]
+    reader = BatchReader(consumed, max_rows=10**9)
+    # Names no row has: of the same lengths as the wanted keys, then of a length no key has.
+    same_length = [(f"q{chr(ord('a') + i)}" + "z" * 8)[: len(c)] for i, c in enumerate(wanted)]
+    other_length = [f"q{chr(ord('a') + i)}zzzzzzzz" for i in range(len(wanted))]
+    decoders = {
+        "orjson.loads (floor app, reference path)": orjson.loads,
+        "msgspec, untyped, every key": msgspec.json.decode,
+        "served: typed struct of the consumed columns + id": reader._decoder.decode,
+        "served: BatchReader.read (decode + columns)": lambda b: reader.read(b, "application/json"),
+        "msgspec struct with no field (skips every key)": _struct_decoder([]).decode,
+        f"msgspec struct, {len(wanted)} unknown names of the same lengths": _struct_decoder(same_length).decode,
+        f"msgspec struct, {len(wanted)} unknown names of other lengths": _struct_decoder(other_length).decode,
+        "msgspec struct of every key of the rows": _struct_decoder([*keys, ID_KEY]).decode,
+    }
+    out: dict[str, Callable[[], object] | str] = {name: (lambda d=d: d(body)) for name, d in decoders.items()}
+    out.update(_optional_variants(body, first_row, consumed))
+    return out
+
+
+def _optional_variants(body: bytes, first_row: dict, consumed: Sequence[str]) -> dict[str, Callable[[], object] | str]:
+    wanted = [*consumed, ID_KEY]
+    out: dict[str, Callable[[], object] | str] = {}
+    modules = {}
+    for name in OPTIONAL:
+        try:
+            modules[name] = importlib.import_module(name)
+        except ImportError:
+            modules[name] = None
+    simdjson, cysimdjson, core, pa_json = (modules[n] for n in OPTIONAL)
+
+    def columns_of(objects) -> list[list]:
+        objects = list(objects)
+        return [[o.get(c) for o in objects] for c in wanted]
+
+    if simdjson:
+        parser = simdjson.Parser()
+        out["pysimdjson: parse + get the consumed keys"] = lambda: columns_of(parser.parse(body))
+    if cysimdjson:
+        cy_parser = cysimdjson.JSONParser()
+        out["cysimdjson: parse + get the consumed keys"] = lambda: columns_of(cy_parser.parse(body))
+    if core:
+        schema = core.core_schema
+        fields = {c: schema.typed_dict_field(schema.any_schema(), required=False) for c in wanted}
+        validator = core.SchemaValidator(schema.list_schema(schema.typed_dict_schema(fields, extra_behavior="ignore")))
+        out["pydantic-core: typed dict of the consumed keys"] = lambda: validator.validate_json(body)
+    if pa_json:
+        import pyarrow as pa
+
+        # A column type per key, taken from the first row: pyarrow refuses a column whose cells
+        # mix numbers and strings, which messy input does.
+        types = [(c, pa.string() if isinstance(first_row.get(c), str) else pa.float64()) for c in consumed]
+        options = pa_json.ParseOptions(explicit_schema=pa.schema(types), unexpected_field_behavior="ignore")
+        lines = orjson_lines(body)
+        out["pyarrow.json: NDJSON of the same rows, typed consumed keys"] = (
+            lambda: pa_json.read_json(io.BytesIO(lines), parse_options=options))
+    for name in OPTIONAL:
+        if modules[name] is None:
+            out[f"{name}: not installed"] = "not installed"
+    return out
+
+
+def orjson_lines(body: bytes) -> bytes:
+    """The rows of a JSON array body as newline-delimited JSON (pyarrow reads only that)."""
+    return b"\n".join(orjson.dumps(row) for row in orjson.loads(body))
+
+
+def time_variant(run: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Minimum and median milliseconds of ``repeats`` runs, after one untimed run."""
+    run()
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - started)
+    return min(seconds) * 1000, statistics.median(seconds) * 1000
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    rows = encode_rows(TEST_JSON)
+    body = request_body(batch_job(args.rows, len(rows)), rows)
+    consumed_set = set(read_manifest(MODEL_DIR)["consumed_columns"])
+    consumed = [c for c in COLUMNS if c in consumed_set]  # in row order, as the service declares them
+    print(f"body: {args.rows:,} rows, {len(body) / 1e6:.1f} MB; consumed columns: {', '.join(consumed)}")
+    width = 62
+    print(f"{'variant':<{width}} {'min ms':>8} {'median ms':>10}")
+    for name, run in variants(body, orjson.loads(rows[0]), consumed).items():
+        if isinstance(run, str):
+            print(f"{name:<{width}} {'–':>8} {'–':>10}")
+            continue
+        low, median = time_variant(run, args.repeats)
+        print(f"{name:<{width}} {low:8.1f} {median:10.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
