@@ -12,6 +12,7 @@ Runs are deterministic (derandomized, no example database) and together generate
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import random
@@ -288,17 +289,35 @@ class ServerWatch:
             assert sign not in new_log, new_log[new_log.find(sign) - 200:][:3000]
 
 
+def fuzzed(http, server, examples: int, **strategies):
+    """Run the decorated check at once over ``examples`` cases drawn from ``strategies``
+    against ``server``; then make sure that many were generated (they count toward the 2,000
+    cases of issue 6) and that the server stayed healthy and logged no unhandled error."""
+
+    def run(check):
+        watch = ServerWatch(http, server)
+        cases = []
+
+        @functools.wraps(check)
+        def counted(*args, **kwargs):
+            cases.append(None)
+            return check(*args, **kwargs)
+
+        fuzz_settings(max_examples=examples)(given(**strategies)(counted))()
+        assert len(cases) >= examples
+        watch.assert_healthy()
+
+    return run
+
+
 # -- Fuzz tests -------------------------------------------------------------------------------------
 
 
 def test_fuzzed_rows_get_one_answer_each_and_errors_exactly_where_due(http, server, consumed, stages):
-    watch = ServerWatch(http, server)
     threshold = stages.threshold
 
-    examples, cases = 700, []
-
-    @fuzz_settings(max_examples=examples)
-    @given(
+    @fuzzed(
+        http, server, 700,
         rows=st.lists(rows_strategy(consumed), max_size=8),
         inline=st.booleans(),
         as_object=st.booleans(),
@@ -307,7 +326,6 @@ def test_fuzzed_rows_get_one_answer_each_and_errors_exactly_where_due(http, serv
         request_id=st.one_of(st.none(), st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=140)),
     )
     def check(rows, inline, as_object, content_type, fmt, request_id):
-        cases.append(None)
         body = json.dumps(rows[0] if as_object and len(rows) == 1 else rows).encode()
         params = {**(INLINE if inline else {}), **({"format": fmt} if fmt != "rows" else {})}
         headers = {"X-Request-ID": request_id} if request_id is not None else {}
@@ -324,44 +342,27 @@ def test_fuzzed_rows_get_one_answer_each_and_errors_exactly_where_due(http, serv
             return
         check_rows_answer(response, rows, consumed, threshold, inline)
 
-    check()
-    assert len(cases) >= examples  # generated cases, counted toward the 2,000 of issue 6
-    watch.assert_healthy()
 
 
 def test_hand_written_json_with_duplicate_keys_and_raw_numbers(http, server, consumed, stages):
-    watch = ServerWatch(http, server)
-
-    examples, cases = 300, []
-
-    @fuzz_settings(max_examples=examples)
-    @given(body=raw_rows_body(consumed), inline=st.booleans())
+    @fuzzed(http, server, 300, body=raw_rows_body(consumed), inline=st.booleans())
     def check(body, inline):
-        cases.append(None)
         response = post(http, server, body, params=INLINE if inline else None)
         # The standard library reads duplicate keys as the service does: the last one wins.
         rows = json.loads(body)
         check_rows_answer(response, rows, consumed, stages.threshold, inline)
 
-    check()
-    assert len(cases) >= examples  # generated cases, counted toward the 2,000 of issue 6
-    watch.assert_healthy()
 
 
 def test_arbitrary_json_values_get_200_or_a_json_4xx(http, server):
-    watch = ServerWatch(http, server)
     anything = st.recursive(
         st.none() | st.booleans() | st.floats() | st.integers() | st.text(),
         lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
         max_leaves=20,
     )
 
-    examples, cases = 300, []
-
-    @fuzz_settings(max_examples=examples)
-    @given(value=anything, content_type=st.sampled_from(JSON_CONTENT_TYPES))
+    @fuzzed(http, server, 300, value=anything, content_type=st.sampled_from(JSON_CONTENT_TYPES))
     def check(value, content_type):
-        cases.append(None)
         # Non-finite floats come out as NaN and Infinity, literals that JSON does not have.
         response = post(http, server, json.dumps(value).encode(), content_type, params=INLINE)
         rows = value if isinstance(value, list) else [value]
@@ -373,9 +374,6 @@ def test_arbitrary_json_values_get_200_or_a_json_4xx(http, server):
         else:
             assert response.status_code == 400, response.text[:300]
 
-    check()
-    assert len(cases) >= examples  # generated cases, counted toward the 2,000 of issue 6
-    watch.assert_healthy()
 
 
 def has_non_finite(value: object) -> bool:
@@ -389,7 +387,6 @@ def has_non_finite(value: object) -> bool:
 
 
 def test_garbage_truncated_and_deeply_nested_bodies(http, server, test_rows):
-    watch = ServerWatch(http, server)
     valid_body = json.dumps(test_rows[:3]).encode()
     nested = st.builds(lambda opener, closer, depth: (opener * depth + closer * depth).encode(),
                        st.sampled_from(["[", '{"x44":', '[{"x5":', '{"a":[']),
@@ -404,38 +401,27 @@ def test_garbage_truncated_and_deeply_nested_bodies(http, server, test_rows):
                          b'{"x5": "\\ud800"}', b'{"x5": "\\x41"}', b"[" + b"{}," * 5000 + b"{}]"]),
     )
 
-    examples, cases = 450, []
-
-    @fuzz_settings(max_examples=examples)
-    @given(body=bodies, content_type=st.sampled_from(ODD_CONTENT_TYPES), inline=st.booleans())
+    @fuzzed(http, server, 450, body=bodies, content_type=st.sampled_from(ODD_CONTENT_TYPES), inline=st.booleans())
     def check(body, content_type, inline):
-        cases.append(None)
         response = post(http, server, body, content_type, params=INLINE if inline else None)
         assert response.status_code in (200, 400, 415, 422), response.text[:300]
         is_csv = content_type is not None and content_type.split(";")[0].lower() in CSV_MIMETYPES
         if valid_body.startswith(body) and body and not is_csv:
             assert response.status_code == 400 and "malformed JSON" in response.json()["message"]
 
-    check()
-    assert len(cases) >= examples  # generated cases, counted toward the 2,000 of issue 6
-    watch.assert_healthy()
 
 
 def test_fuzzed_csv_bodies_get_one_answer_per_line(http, server, consumed, stages):
-    watch = ServerWatch(http, server)
     printable = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=12)
     csv_cell = st.one_of(printable, decimal_text, st.none(), null_tokens)
 
-    examples, cases = 300, []
-
-    @fuzz_settings(max_examples=examples)
-    @given(
+    @fuzzed(
+        http, server, 300,
         columns=st.lists(st.sampled_from([*consumed, ID_KEY, "x0", "y"]), unique=True, min_size=1),
         data=st.data(),
         content_type=st.sampled_from(sorted(CSV_MIMETYPES)),
     )
     def check(columns, data, content_type):
-        cases.append(None)
         n = data.draw(st.integers(0, 8))
         rows = [{c: data.draw(csv_cell if c not in consumed else st.one_of(cells(c).filter(
             lambda v: isinstance(v, str)), csv_cell)) for c in columns} for _ in range(n)]
@@ -448,31 +434,20 @@ def test_fuzzed_csv_bodies_get_one_answer_per_line(http, server, consumed, stage
         as_read = [{c: "" if v is None else v for c, v in row.items()} for row in rows]
         check_rows_answer(response, as_read, consumed, stages.threshold, inline=True)
 
-    check()
-    assert len(cases) >= examples  # generated cases, counted toward the 2,000 of issue 6
-    watch.assert_healthy()
 
 
 def test_fuzzed_paths_and_methods_answer_json(http, server):
-    watch = ServerWatch(http, server)
     segment = st.text(st.characters(min_codepoint=33, max_codepoint=126, blacklist_characters="/?#%"), max_size=12)
 
-    examples, cases = 150, []
-
-    @fuzz_settings(max_examples=examples)
-    @given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
+    @fuzzed(http, server, 150, method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
            path=st.lists(segment, max_size=3).map("/".join))
     def check(method, path):
-        cases.append(None)
         response = http.request(method, f"{server.url}/{path}", data=b"{}", timeout=TIMEOUT)
         assert response.status_code < 500
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         if response.status_code >= 400 and method != "HEAD":
             check_common(response)
 
-    check()
-    assert len(cases) >= examples  # generated cases, counted toward the 2,000 of issue 6
-    watch.assert_healthy()
 
 
 def test_numbers_near_the_float_limit_score_or_are_named(http, server):
@@ -558,15 +533,10 @@ def test_whole_batch_in_reject_mode_lists_every_invalid_row(http, server, mixed_
 
 def test_random_batch_splits_answer_exactly_as_one_row_per_request(http, server, mixed_rows, one_by_one):
     rows, _ = mixed_rows
-    watch = ServerWatch(http, server)
 
-    examples, cases = 40, []
-
-    @fuzz_settings(max_examples=examples)
-    @given(cuts=st.lists(st.integers(1, len(rows) - 1), max_size=12, unique=True),
-           fmt=st.sampled_from(["rows", "columns"]))
+    @fuzzed(http, server, 40, cuts=st.lists(st.integers(1, len(rows) - 1), max_size=12, unique=True),
+            fmt=st.sampled_from(["rows", "columns"]))
     def check(cuts, fmt):
-        cases.append(None)
         bounds = [0, *sorted(cuts), len(rows)]
         answers = []
         for start, stop in zip(bounds, bounds[1:], strict=False):
@@ -580,9 +550,6 @@ def test_random_batch_splits_answer_exactly_as_one_row_per_request(http, server,
             answers += [as_comparable(result, start) for result in results]
         assert answers == one_by_one
 
-    check()
-    assert len(cases) >= examples  # generated cases, counted toward the 2,000 of issue 6
-    watch.assert_healthy()
 
 
 def test_every_schema_column_can_be_sent(consumed):
