@@ -26,8 +26,9 @@ import orjson
 
 from bench.run import MODEL_DIR, TEST_JSON, batch_job
 from bench.stress import encode_rows, request_body
-from lib.artifacts import read_manifest
-from lib.schema import COLUMNS, ID_KEY
+from lib.artifacts import load_artifacts
+from lib.schema import ID_KEY
+from predictor import Predictor
 from preprocess_input_json import BatchReader
 
 #: Decoders outside requirements.txt, timed when importable.
@@ -46,11 +47,11 @@ def _struct_decoder(fields: Sequence[str], name: str = "Row") -> msgspec.json.De
     return msgspec.json.Decoder(list[row])
 
 
-def variants(body: bytes, first_row: dict, consumed: Sequence[str]) -> dict[str, Callable[[], object] | str]:
-    """Each variant as a callable that decodes ``body`` (rows like ``first_row``), or why it cannot run."""
+def variants(body: bytes, first_row: dict, reader: BatchReader) -> dict[str, Callable[[], object] | str]:
+    """Each variant as a callable that decodes ``body`` (rows like ``first_row``), or why it cannot run;
+    ``reader`` is the service's."""
     keys = list(first_row)
-    wanted = [*consumed, ID_KEY]
-    reader = BatchReader(consumed, max_rows=10**9)
+    wanted = [*reader.columns, ID_KEY]
     # Names no row has: of the same lengths as the wanted keys, then of a length no key has.
     same_length = [(f"q{chr(ord('a') + i)}" + "z" * 8)[: len(c)] for i, c in enumerate(wanted)]
     other_length = [f"q{chr(ord('a') + i)}zzzzzzzz" for i in range(len(wanted))]
@@ -65,12 +66,11 @@ def variants(body: bytes, first_row: dict, consumed: Sequence[str]) -> dict[str,
         "msgspec struct of every key of the rows": _struct_decoder([*keys, ID_KEY]).decode,
     }
     out: dict[str, Callable[[], object] | str] = {name: (lambda d=d: d(body)) for name, d in decoders.items()}
-    out.update(_optional_variants(body, first_row, consumed))
+    out.update(_optional_variants(body, first_row, wanted))
     return out
 
 
-def _optional_variants(body: bytes, first_row: dict, consumed: Sequence[str]) -> dict[str, Callable[[], object] | str]:
-    wanted = [*consumed, ID_KEY]
+def _optional_variants(body: bytes, first_row: dict, wanted: Sequence[str]) -> dict[str, Callable[[], object] | str]:
     out: dict[str, Callable[[], object] | str] = {}
     modules = {}
     for name in OPTIONAL:
@@ -100,7 +100,7 @@ def _optional_variants(body: bytes, first_row: dict, consumed: Sequence[str]) ->
 
         # A column type per key, taken from the first row: pyarrow refuses a column whose cells
         # mix numbers and strings, which messy input does.
-        types = [(c, pa.string() if isinstance(first_row.get(c), str) else pa.float64()) for c in consumed]
+        types = [(c, pa.string() if isinstance(first_row.get(c), str) else pa.float64()) for c in wanted if c != ID_KEY]
         options = pa_json.ParseOptions(explicit_schema=pa.schema(types), unexpected_field_behavior="ignore")
         lines = orjson_lines(body)
         out["pyarrow.json: NDJSON of the same rows, typed consumed keys"] = (
@@ -131,12 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     rows = encode_rows(TEST_JSON)
     body = request_body(batch_job(args.rows, len(rows)), rows)
-    consumed_set = set(read_manifest(MODEL_DIR)["consumed_columns"])
-    consumed = [c for c in COLUMNS if c in consumed_set]  # in row order, as the service declares them
-    print(f"body: {args.rows:,} rows, {len(body) / 1e6:.1f} MB; consumed columns: {', '.join(consumed)}")
+    reader = Predictor(load_artifacts(MODEL_DIR), max_rows=max(args.rows, 1)).reader
+    print(f"body: {args.rows:,} rows, {len(body) / 1e6:.1f} MB; consumed columns: {', '.join(reader.columns)}")
     width = 62
     print(f"{'variant':<{width}} {'min ms':>8} {'median ms':>10}")
-    for name, run in variants(body, orjson.loads(rows[0]), consumed).items():
+    for name, run in variants(body, orjson.loads(rows[0]), reader).items():
         if isinstance(run, str):
             print(f"{name:<{width}} {'–':>8} {'–':>10}")
             continue
