@@ -36,15 +36,6 @@ def normalize_frame(raw: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(data, index=raw.index)
 
 
-def dummy_names(levels: dict[str, list[str]]) -> list[str]:
-    """Names of the dummy columns: every level but the first, then ``<column>_nan``."""
-    names = []
-    for column in CATEGORICAL_COLUMNS:
-        names += [f"{column}_{level}" for level in levels[column][1:]]
-        names.append(f"{column}_{NAN_LEVEL}")
-    return names
-
-
 def one_hot(frame: pd.DataFrame, levels: dict[str, list[str]]) -> pd.DataFrame:
     """One-hot encode the categoricals against fixed training levels (first level dropped)."""
     out = {}

@@ -113,11 +113,6 @@ NUMERIC_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.is_numeric)
 CATEGORICAL_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.is_categorical)
 
 
-def accepted_values(kind: str) -> tuple[str, ...]:
-    """The canonical levels accepted for a categorical kind (for error messages and docs)."""
-    return LEVELS[kind]
-
-
 def describe_kind(kind: str) -> str:
     """One line for error messages and docs: what a column of ``kind`` accepts."""
     if kind == NUMERIC:
