@@ -1,8 +1,9 @@
 """Deterministic stand-in for the public exercise_26 files, drawn fresh from published figures.
 
 The real files are not shipped. This module draws rows with the same schema, raw formats and
-statistics from the figures in ``../shared/data`` (per-column distributions and missing rates,
-level shares, the published model), so that a model trained on them behaves realistically.
+statistics from the published figures kept in ``lib/figures/`` (per-column distributions and
+missing rates, level shares, the published model), so that a model trained on them behaves
+realistically.
 
     python -m lib.synth [--seed 13] [--rows 40000] [--test-rows 10000] [--figures DIR] [--out DIR]
 """
@@ -36,7 +37,8 @@ from lib.schema import (
 DEFAULT_SEED = 13
 DEFAULT_TRAIN_ROWS = 40_000
 DEFAULT_TEST_ROWS = 10_000
-DEFAULT_FIGURES_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: The published figures, kept in the repository (figures, not data): a clone sets itself up.
+DEFAULT_FIGURES_DIR = Path(__file__).resolve().parent / "figures"
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "data"
 TRAIN_FILE = "train.csv"
 TEST_FILE = "test.json"

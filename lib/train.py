@@ -32,7 +32,7 @@ from lib.schema import CATEGORICAL_COLUMNS, COLUMNS, NUMERIC_COLUMNS, TARGET, ki
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_DATA = PACKAGE_DIR / "data" / "train.csv"
 DEFAULT_OUT = PACKAGE_DIR / "model_components"
-DEFAULT_TRUE_MODEL = PACKAGE_DIR.parents[1] / "shared" / "data" / "true_model.csv"
+DEFAULT_TRUE_MODEL = PACKAGE_DIR / "figures" / "true_model.csv"
 N_SELECTED = 25
 SPLIT_SEED = 13
 HOLDOUT_ROWS = 4000
