@@ -4,7 +4,7 @@
 # Usage: scripts/bootstrap.sh REQUIREMENTS_FILE
 set -euo pipefail
 cd "$(dirname "$0")/.."
-requirements=${1:-requirements.txt}
+requirements=${1:-requirements-train.txt}
 python=${PYTHON:-python3}
 
 if [ ! -x .venv/bin/python ]; then
@@ -21,7 +21,7 @@ fi
 if [ ! -f lib/model_components/manifest.json ]; then
   if [ ! -f lib/data/train.csv ]; then
     echo "[setup] generating the stand-in dataset (lib/data/)"
-    .venv/bin/python -m lib.synth ${FIGURES_DIR:+--figures "$FIGURES_DIR"}
+    .venv/bin/python -m lib.synth
   fi
   echo "[setup] training the model (lib/model_components/)"
   .venv/bin/python -m lib.train
