@@ -15,6 +15,7 @@ import time
 import orjson
 from flask import Flask, Response, g, request
 
+import drain
 from access_log import AccessLog
 from api_docs import docs_blueprint
 from api_schema import openapi_document
@@ -101,6 +102,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     @app.get("/ready")
     def ready() -> Response:
+        if drain.is_draining():
+            return json_response(error_payload(503, "draining: this server is stopping"), 503)
         try:
             # The files on disk must still be the ones loaded, and the plan must still
             # reproduce the golden row recorded at training.

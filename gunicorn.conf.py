@@ -4,6 +4,7 @@ import os
 import shutil
 import tempfile
 
+import drain
 import one_write_response
 from settings import Settings
 
@@ -48,6 +49,12 @@ def on_starting(server):
     for name in os.listdir(path):
         if name.endswith(".db"):
             os.remove(os.path.join(path, name))
+
+
+def when_ready(server):
+    """Behind a balancer that checks /ready, DRAIN_SECONDS makes SIGTERM drain first (drain.py)."""
+    if _settings.drain_seconds > 0:
+        drain.install(server, _settings.drain_seconds)
 
 
 def pre_request(worker, req):

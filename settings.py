@@ -35,6 +35,8 @@ class Settings:
     web_concurrency: int = _cpu_count()
     gunicorn_timeout: int = 300
     graceful_timeout: int = 30
+    # Seconds between SIGTERM and the graceful stop, with /ready answering 503 (drain.py); 0 off.
+    drain_seconds: int = 0
     keepalive: int = 5
     max_rows: int = 100_000
     max_body_mb: int = 400
@@ -100,3 +102,5 @@ class Settings:
         for name in ("web_concurrency", "gunicorn_timeout", "max_rows", "max_body_mb", "max_listed_errors"):
             if getattr(self, name) < 1:
                 raise SystemExit(f"{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.drain_seconds < 0:
+            raise SystemExit(f"DRAIN_SECONDS must be 0 or more, got {self.drain_seconds}")
