@@ -1,42 +1,52 @@
-# syntax=docker/dockerfile:1.7
+# The batch-prediction API image. Builds with the classic builder or BuildKit, Compose v1 or v2.
 #
-# The batch-prediction API image. Two ways to get the model artifacts into it:
+#     docker build -t batch-predict-api .
 #
-# 1. Built into the image (default target). The generator's figures come from the sibling
-#    directory shared/ through a BuildKit named context:
-#        docker build --build-context shared=../shared -t batch-predict-api .
-#    (docker compose passes it with `additional_contexts`).
-# 2. Mounted at run time (target `runtime`, no shared/ needed to build):
-#        docker build --target runtime -t batch-predict-api:runtime .
-#        docker run -v "$PWD/lib/model_components:/models:ro" -e MODEL_DIR=/models \
-#            -p 1313:1313 batch-predict-api:runtime
-#    The app verifies every file's sha256 against manifest.json before it starts.
+# The default target trains the model inside the build (the generator's figures are in
+# lib/figures/) and bakes the verified artifacts in. Target `runtime` has no artifacts; mount them:
+#     docker build --target runtime -t batch-predict-api:runtime .
+#     docker run -v "$PWD/lib/model_components:/models:ro" -e MODEL_DIR=/models \
+#         -p 1313:1313 batch-predict-api:runtime
+# The app verifies every file's sha256 against manifest.json before it starts.
+#
+# Offline (no registry, no PyPI): wheels in wheels/ and a local base image, both made by
+# deploy/offline_images.sh:
+#     docker build --build-arg PYTHON_IMAGE=batch-predict/python:3.11-debian \
+#         --build-arg PIP_NO_INDEX=1 -t batch-predict-api .
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
-# --- builder: the virtualenv with the pinned requirements and the app's code ---------------
+# --- builder: the runtime virtualenv (requirements.txt only) and the app's code ------------
 FROM ${PYTHON_IMAGE} AS builder
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# PIP_NO_INDEX=1 installs from wheels/ alone; by default pip also reads the index.
+ARG PIP_NO_INDEX=0
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_FIND_LINKS=/wheels \
+    PIP_NO_INDEX=${PIP_NO_INDEX}
 # Every pinned requirement ships a manylinux wheel for this Python; should one ever need a
 # compiler, install it here (apt-get install build-essential): this stage is thrown away.
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
-COPY requirements.txt .
-RUN pip install -r requirements.txt
-# .dockerignore keeps out tests, benchmarks, deploy files, caches and any local artifacts.
-COPY . .
+COPY wheels/ /wheels/
+COPY requirements.txt requirements-train.txt ./
+# The packages' own test suites and pip itself are never run in the container.
+RUN pip install -r requirements.txt \
+    && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*/tests' -exec rm -rf {} + \
+    && pip uninstall --yes --quiet pip setuptools
+# The app and the library; .dockerignore keeps local data and artifacts out of lib/.
+COPY *.py ./
+COPY lib/ lib/
 # Bytecode compiled now (pip did the venv's), because the runtime filesystem is read-only.
 RUN python -m compileall -q /app
 
 # --- artifacts: generate the stand-in data and train, exactly as run_api.sh does -----------
+# Training's own packages (plots for the report) go into this throwaway stage only, with the
+# same pins for everything the pickles depend on.
 FROM builder AS artifacts
-# `shared` is a named build context (--build-context / additional_contexts), not a stage.
-# hadolint ignore=DL3022
-COPY --from=shared data /shared/data
-RUN python -m lib.synth --figures /shared/data && python -m lib.train
+RUN python -m ensurepip --upgrade >/dev/null && python -m pip install -r requirements-train.txt
+RUN python -m lib.synth && python -m lib.train
 
-# --- runtime: no compilers, no pip cache, no dev requirements, not root ----------------------
+# --- runtime: no compilers, no pip, no training or dev requirements, not root --------------
 # XDG_RUNTIME_DIR: gunicorn's control socket goes to /tmp (writable: tmpfs in compose, emptyDir
 # in Kubernetes) instead of $HOME, which does not exist and would be read-only anyway.
 FROM ${PYTHON_IMAGE} AS runtime

@@ -1,11 +1,12 @@
-"""Render deploy/nginx/nginx.conf.template for one topology.
+"""Render deploy/nginx/nginx.conf.template for the local topology (deploy/local_cluster.sh).
 
-    python deploy/render_nginx.py compose [-o deploy/nginx/nginx.compose.conf]
     python deploy/render_nginx.py local --run-dir DIR --listen PORT \
         --server 127.0.0.1:18001 --server 127.0.0.1:18002 [--user NAME] [-o FILE]
 
-Both take --max-body-mb (the app's MAX_BODY_MB, default 400) and --timeout (gunicorn's
+It takes --max-body-mb (the app's MAX_BODY_MB, default 400) and --timeout (gunicorn's
 GUNICORN_TIMEOUT, default 300). Standard library only: it runs before any virtualenv exists.
+The compose topology uses HAProxy instead (deploy/haproxy/haproxy.cfg): it finds replicas
+through Docker's DNS and health-checks them, which Debian's nginx 1.22 cannot.
 """
 
 import argparse
@@ -14,7 +15,6 @@ import sys
 from pathlib import Path
 
 TEMPLATE = Path(__file__).parent / "nginx" / "nginx.conf.template"
-COMPOSE_OUTPUT = Path(__file__).parent / "nginx" / "nginx.compose.conf"
 
 DEFAULT_MAX_BODY_MB = 400
 DEFAULT_TIMEOUT_S = 300
@@ -22,11 +22,6 @@ DEFAULT_TIMEOUT_S = 300
 TIMEOUT_MARGIN_S = 10
 # One failed attempt takes a replica out of rotation for this long, then it is tried again.
 FAIL_TIMEOUT = "10s"
-
-COMPOSE_SERVICE = "api:1313"
-# Docker's embedded DNS; valid=5s bounds how long a scaled-down replica stays listed and how
-# soon a scaled-up one gets traffic.
-COMPOSE_RESOLVER = "resolver 127.0.0.11 valid=5s ipv6=off;"
 
 FIELD = re.compile(r"\{\{ *(\w+) *\}\}")
 
@@ -42,42 +37,17 @@ def render(fields):
     return FIELD.sub(lambda m: str(fields[m.group(1)]), text)
 
 
-def server_lines(addresses, resolve=False):
+def server_lines(addresses):
     """One ``server`` line per replica address, with the passive health-check settings."""
-    flag = " resolve" if resolve else ""
-    return "\n        ".join(
-        f"server {address}{flag} max_fails=1 fail_timeout={FAIL_TIMEOUT};" for address in addresses
-    )
-
-
-def common_fields(args):
-    return {
-        "max_body_mb": args.max_body_mb,
-        "proxy_timeout": args.timeout + TIMEOUT_MARGIN_S,
-    }
-
-
-def compose_fields(args):
-    """The docker compose topology: official nginx image, replicas found through Docker DNS."""
-    return {
-        **common_fields(args),
-        # The official image starts the master as root; workers drop to its `nginx` user.
-        "user": "user nginx;",
-        "pid_path": "/var/run/nginx.pid",
-        "error_log": "/dev/stderr",
-        "access_log": "/dev/stdout",
-        "temp_dir": "/var/cache/nginx",
-        "resolver": COMPOSE_RESOLVER,
-        "servers": server_lines([COMPOSE_SERVICE], resolve=True),
-        "listen": 1313,
-    }
+    return "\n        ".join(f"server {address} max_fails=1 fail_timeout={FAIL_TIMEOUT};" for address in addresses)
 
 
 def local_fields(args):
     """The local topology: fixed 127.0.0.1 replicas, every path inside the run directory."""
     run_dir = Path(args.run_dir).resolve()
     return {
-        **common_fields(args),
+        "max_body_mb": args.max_body_mb,
+        "proxy_timeout": args.timeout + TIMEOUT_MARGIN_S,
         # Only meaningful when started by root: workers then keep the caller's identity
         # instead of nginx's default `nobody`, which could not write the temp paths.
         "user": f"user {args.user};" if args.user else "# user: nginx runs as whoever starts it",
@@ -85,7 +55,6 @@ def local_fields(args):
         "error_log": run_dir / "nginx-error.log",
         "access_log": run_dir / "nginx-access.log",
         "temp_dir": run_dir / "nginx-temp",
-        "resolver": "# resolver: none needed, replica addresses are fixed",
         "servers": server_lines(args.server),
         "listen": args.listen,
     }
@@ -94,23 +63,20 @@ def local_fields(args):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     topologies = parser.add_subparsers(dest="topology", required=True)
-    compose = topologies.add_parser("compose", help="docker compose load balancer")
     local = topologies.add_parser("local", help="deploy/local_cluster.sh load balancer")
     local.add_argument("--run-dir", required=True, help="pid, logs and temp files go here")
     local.add_argument("--listen", type=int, required=True, help="port nginx listens on")
     local.add_argument("--server", action="append", required=True, help="replica HOST:PORT")
     local.add_argument("--user", help="user for nginx workers when started as root")
-    for sub, default_output in ((compose, COMPOSE_OUTPUT), (local, None)):
-        sub.add_argument("--max-body-mb", type=int, default=DEFAULT_MAX_BODY_MB)
-        sub.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_S, help="gunicorn worker timeout in seconds")
-        sub.add_argument("-o", "--output", default=default_output, help="file to write (default: stdout for local)")
+    local.add_argument("--max-body-mb", type=int, default=DEFAULT_MAX_BODY_MB)
+    local.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_S, help="gunicorn worker timeout in seconds")
+    local.add_argument("-o", "--output", help="file to write (default: stdout)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    fields = compose_fields(args) if args.topology == "compose" else local_fields(args)
-    text = render(fields)
+    text = render(local_fields(args))
     if args.output is None:
         sys.stdout.write(text)
     else:

@@ -1,0 +1,296 @@
+"""The container stack for real: the shipped Dockerfile, docker-compose.yaml and balancer config on
+this machine's Docker engine, with offline stand-ins for the base images (deploy/offline_images.sh).
+
+Marked `docker`; where no engine answers, every test here is skipped and the reason is printed.
+Load goes only to the 127.0.0.1 port that the balancer container publishes. Everything a test
+creates (containers, networks, volumes) is removed by name; the images stay as a build cache.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.live_server import PROJECT_DIR, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+
+API_IMAGE = "batch-predict-api:test"
+# The stand-ins deploy/offline_images.sh makes; the caller's PYTHON_IMAGE / LB_IMAGE win.
+PYTHON_IMAGE = os.environ.get("PYTHON_IMAGE", "batch-predict/python:3.11-debian")
+LB_IMAGE = os.environ.get("LB_IMAGE", "batch-predict/haproxy:2.6-debian")
+PREFIX = f"bptest{os.getpid()}"
+# How long each load run lasts, in seconds of the measured request rate: long enough that the
+# event (kill, stop, scale) lands in the middle of it and a new replica has time to join.
+RUN_SECONDS = {"kill": 15, "stop": 15, "scale": 30}
+
+
+def docker(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, **kwargs)
+
+
+def compose_command() -> list[str]:
+    """Compose v1 (Debian's docker-compose) if installed, else the v2 plugin."""
+    return ["docker-compose"] if shutil.which("docker-compose") else ["docker", "compose"]
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """Skip (with the reason in the summary) where no Docker engine and compose can run."""
+    if shutil.which("docker") is None:
+        pytest.skip("docker is not installed (Debian: apt-get install -y docker.io docker-compose)")
+    info = docker("info", "--format", "{{.ServerVersion}}", check=False)
+    if info.returncode != 0:
+        pytest.skip(f"no Docker daemon answers: {info.stderr.strip()[:200]}")
+    if subprocess.run([*compose_command(), "version"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("neither docker-compose nor the docker compose plugin is installed")
+    return info.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def api_image(engine, model_dir):
+    """The shipped Dockerfile, built offline from the stand-in base image and wheels/."""
+    env = {**os.environ, "PYTHON_IMAGE": PYTHON_IMAGE, "LB_IMAGE": LB_IMAGE}
+    subprocess.run(["bash", "deploy/offline_images.sh"], cwd=PROJECT_DIR, env=env, check=True)
+    started = time.monotonic()
+    build = subprocess.run(
+        ["docker", "build", "-q", "--build-arg", f"PYTHON_IMAGE={PYTHON_IMAGE}", "--build-arg", "PIP_NO_INDEX=1",
+         "-t", API_IMAGE, "."],
+        cwd=PROJECT_DIR, env={**os.environ, "DOCKER_BUILDKIT": "0"}, capture_output=True, text=True, check=False,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    size = int(docker("image", "inspect", "-f", "{{.Size}}", API_IMAGE).stdout)
+    print(f"\n[docker] {API_IMAGE} on {PYTHON_IMAGE}: {size / 1e6:.0f} MB, built in {time.monotonic() - started:.0f} s")
+    return API_IMAGE
+
+
+def host_url(published: str) -> str:
+    """`docker port` / `compose port` output ("127.0.0.1:49153") as a base URL."""
+    address = published.strip().splitlines()[0]
+    assert address.startswith("127.0.0.1:"), f"published on {address}, expected 127.0.0.1 only"
+    return f"http://{address}"
+
+
+def answers_ready(url: str) -> bool:
+    try:
+        return requests.get(url + "/ready", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+# --- the image alone ---------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def image_container(api_image):
+    """The image run as compose runs it (read-only root, tmpfs /tmp), HEALTHCHECK every second."""
+    name = f"{PREFIX}-image"
+    docker("run", "-d", "--name", name, "--read-only", "--tmpfs", "/tmp", "--health-interval", "1s",
+           "-p", "127.0.0.1::1313", api_image)
+    try:
+        yield name, host_url(docker("port", name, "1313").stdout)
+    finally:
+        docker("rm", "-f", "-v", name, check=False)
+
+
+def test_image_serves_the_model_read_only_as_a_non_root_user(image_container, client, test_rows):
+    name, url = image_container
+    wait_for(lambda: answers_ready(url), 60, "the container's /ready answering 200")
+    assert docker("exec", name, "id", "-u").stdout.strip() == "10001"
+    # Read-only root: the app cannot write next to its code.
+    assert docker("exec", name, "touch", "/app/x", check=False).returncode != 0
+    # No training-only packages and no pip in the runtime image.
+    for module in ("matplotlib", "pip"):
+        probe = docker("exec", name, "python", "-c", f"import {module}", check=False)
+        assert probe.returncode != 0 and f"No module named '{module}'" in probe.stderr
+
+    body = json.dumps(test_rows[:200]).encode()
+    answer = requests.post(url + "/predict", data=body, timeout=30)
+    assert answer.status_code == 200
+    # The image trained its own artifacts from the same generator and seed: the same model.
+    expected = client.post("/predict", data=body).get_json()
+    got = answer.json()
+    assert [row["predicted_class"] for row in got] == [row["predicted_class"] for row in expected]
+    assert max(abs(a["probability_positiveclass"] - b["probability_positiveclass"])
+               for a, b in zip(got, expected, strict=True)) <= 1e-12
+
+    health = lambda: docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip()  # noqa: E731
+    wait_for(lambda: health() == "healthy", 60, "the HEALTHCHECK reporting healthy")
+
+
+# --- the compose stack -------------------------------------------------------------------------
+
+
+class Stack:
+    """One compose project of the shipped docker-compose.yaml, with its own name."""
+
+    def __init__(self, name: str, retries: int):
+        self.name = name
+        self.env = {**os.environ, "PYTHON_IMAGE": PYTHON_IMAGE, "PIP_NO_INDEX": "1", "LB_IMAGE": LB_IMAGE,
+                    "API_IMAGE": API_IMAGE, "LB_PUBLISH": "127.0.0.1:", "LB_RETRIES": str(retries)}
+        self.url = ""
+
+    def compose(self, *args: str) -> str:
+        result = subprocess.run([*compose_command(), "-p", self.name, "-f", "docker-compose.yaml", *args],
+                                cwd=PROJECT_DIR, env=self.env, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"compose {' '.join(args)}: {result.stderr[-2000:]}"
+        return result.stdout
+
+    def scale(self, replicas: int) -> None:
+        self.compose("up", "-d", "--no-build", "--no-recreate", "--scale", f"api={replicas}")
+
+    def replicas(self) -> list[str]:
+        """Names of the running api containers, in compose's numbering."""
+        ids = self.compose("ps", "-q", "api").split()
+        names = [docker("inspect", "-f", "{{.Name}}", i).stdout.strip().lstrip("/") for i in ids]
+        running = [n for n in names if docker("inspect", "-f", "{{.State.Running}}", n).stdout.strip() == "true"]
+        return sorted(running)
+
+    def served(self, container: str) -> list[float]:
+        """When each /predict that a replica answered was logged (its access log, epoch seconds)."""
+        logs = docker("logs", container)
+        lines = (logs.stdout + logs.stderr).splitlines()  # the access log goes to the container's stderr
+        return [entry["time"] for entry in map(_json_line, lines) if entry and entry.get("path") == "/predict"]
+
+
+def _json_line(line: str) -> dict | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+@pytest.fixture()
+def stack(api_image, request):
+    """A factory: a compose project with N replicas up and serving through the balancer; every
+    container, network and volume of it is removed after the test."""
+    made: list[Stack] = []
+
+    def up(replicas: int = 3, retries: int = 3) -> Stack:
+        one = Stack(f"{PREFIX}{request.node.name.replace('_', '')[:20]}{len(made)}", retries)
+        made.append(one)
+        one.scale(replicas)
+        one.url = host_url(one.compose("port", "lb", "1313"))
+        wait_for(lambda: len(one.replicas()) == replicas, 60, f"{replicas} api containers running")
+        # Through the balancer until every replica has answered a request.
+        def all_served():
+            requests.post(one.url + "/predict", json={"x5": "monday"}, timeout=10)
+            return all(one.served(name) for name in one.replicas())
+        wait_for(all_served, 90, "every replica answering through the balancer")
+        return one
+
+    yield up
+    for one in made:
+        subprocess.run([*compose_command(), "-p", one.name, "-f", "docker-compose.yaml", "down", "-v",
+                        "--remove-orphans", "-t", "10"], cwd=PROJECT_DIR, env=one.env, capture_output=True,
+                       check=False)
+        leftovers = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={one.name}").stdout.split()
+        if leftovers:
+            docker("rm", "-f", "-v", *leftovers, check=False)
+
+
+def stress(url: str, requests_: int, log: Path, batches: int = 40) -> subprocess.Popen:
+    """stress_test.sh's tool (bench.stress) in the background: single rows, then batches."""
+    with log.open("w") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "bench.stress", "--url", url, "--requests", str(requests_), "--batches",
+             str(batches), "--max-batch", "500", "--concurrency", "4", "--progress-seconds", "0.5", "--seed", "13"],
+            cwd=PROJECT_DIR, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
+def measured_rate(url: str, tmp_path: Path) -> float:
+    """Single-row requests per second through the balancer, from a short stress run."""
+    started = time.monotonic()
+    run = stress(url, 300, tmp_path / "warm-up.log", batches=0)
+    assert run.wait(120) == 0, (tmp_path / "warm-up.log").read_text()[-2000:]
+    return 300 / (time.monotonic() - started)
+
+
+def run_with_event(stack_: Stack, tmp_path: Path, kind: str, event) -> tuple[str, float]:
+    """A stress run sized to last RUN_SECONDS[kind]; ``event`` runs once requests are flowing
+    and while they still are. Returns the run's output and the time the event started."""
+    count = max(500, int(measured_rate(stack_.url, tmp_path) * RUN_SECONDS[kind]))
+    log = tmp_path / f"{kind}.log"
+    run = stress(stack_.url, count, log)
+    try:
+        wait_for(lambda: "[single] " in log.read_text() and run.poll() is None, 60, "the stress run under way")
+        moment = time.time()
+        event()
+        assert run.poll() is None, f"the run of {count} requests ended before the {kind} did: workload too small"
+        run.wait(300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    output = log.read_text()
+    assert run.returncode == 0 and "\nOK: " in output, output[-2000:]
+    return output, moment
+
+
+def test_three_replicas_serve_through_the_balancer(stack, tmp_path, test_rows):
+    up = stack(replicas=3)
+    assert len(up.replicas()) == 3
+    run = stress(up.url, 1000, tmp_path / "stress.log", batches=40)
+    assert run.wait(300) == 0, (tmp_path / "stress.log").read_text()[-2000:]
+    output = (tmp_path / "stress.log").read_text()
+    assert "OK: 1040 requests" in output and " 0 errors" in output
+    assert all(len(up.served(name)) > 1 for name in up.replicas())
+
+    # The request ID travels through the balancer both ways, or the balancer makes one.
+    echoed = requests.post(up.url + "/predict", json=test_rows[0], headers={"X-Request-ID": "abc-123"}, timeout=10)
+    assert echoed.headers["X-Request-ID"] == "abc-123"
+    made = requests.post(up.url + "/predict", json=test_rows[0], timeout=10)
+    assert len(made.headers["X-Request-ID"]) >= 32
+
+    # A body declared over MAX_BODY_MB is refused by the balancer, in JSON, once it has read one
+    # buffer of it (http-buffer-request), not after the whole body.
+    host, port = up.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        connection.putrequest("POST", "/predict")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(400 * 1024 * 1024 + 1))
+        connection.endheaders()
+        connection.send(b" " * (2 * 1024 * 1024))
+        refused = connection.getresponse()
+        assert refused.status == 413
+        assert json.loads(refused.read()) == {"error": "request body exceeds the limit of 400 MB"}
+    finally:
+        connection.close()
+
+
+def test_killed_replica_costs_no_request(stack, tmp_path):
+    up = stack(replicas=3)
+    victim = up.replicas()[0]
+    output, _ = run_with_event(up, tmp_path, "kill", lambda: docker("kill", victim))
+    print(f"\n[docker] kill of {victim} mid-run: {output.strip().splitlines()[-1]}")
+
+
+def test_stopped_replica_drains_without_balancer_retries(stack, tmp_path):
+    # LB_RETRIES=0: nothing hides a refused or reset connection; only the drain can avoid them.
+    up = stack(replicas=3, retries=0)
+    victim = up.replicas()[1]
+    output, _ = run_with_event(up, tmp_path, "stop", lambda: docker("stop", victim))
+    assert victim not in up.replicas()
+    print(f"\n[docker] stop of {victim} mid-run, balancer retries off: {output.strip().splitlines()[-1]}")
+
+
+def test_scaled_up_replica_gets_traffic(stack, tmp_path):
+    up = stack(replicas=3)
+    before = set(up.replicas())
+    output, moment = run_with_event(up, tmp_path, "scale", lambda: up.scale(4))
+    (added,) = set(up.replicas()) - before
+    served = up.served(added)
+    assert served, f"{added} got no request in the {RUN_SECONDS['scale']} s run after scaling"
+    print(f"\n[docker] scale to 4 mid-run: {added} answered {len(served)} requests, the first "
+          f"{min(served) - moment:.1f} s after the scale command; {output.strip().splitlines()[-1]}")
