@@ -1,12 +1,13 @@
-"""Scale-out: the nginx rendering, compose, Kubernetes and Dockerfile files, and failover.
+"""Scale-out files: the balancers' configs, compose, Kubernetes, the Dockerfile, and failover.
 
 The last tests start the local topology (deploy/local_cluster.sh: 3 real replicas behind nginx)
-and SIGKILL one replica under load: no client request may fail.
+and SIGKILL one replica under load: no client request may fail. The containers themselves run
+in tests/test_containers.py.
 """
 
-import difflib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -30,30 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 RENDER = DEPLOY / "render_nginx.py"
 CLUSTER = DEPLOY / "local_cluster.sh"
-COMPOSE_CONF = DEPLOY / "nginx" / "nginx.compose.conf"
+HAPROXY_CONF = DEPLOY / "haproxy" / "haproxy.cfg"
 K8S = DEPLOY / "k8s"
 
 NGINX = shutil.which("nginx")
 needs_nginx = pytest.mark.skipif(
     NGINX is None, reason="nginx is not installed (Debian/Ubuntu: apt-get install -y nginx)"
 )
-
-# Lines in which the two renderings may differ: the fields the renderer fills per topology.
-TOPOLOGY_DIRECTIVES = (
-    "user",
-    "# user",
-    "pid",
-    "error_log",
-    "access_log",
-    "client_body_temp_path",
-    "proxy_temp_path",
-    "fastcgi_temp_path",
-    "uwsgi_temp_path",
-    "scgi_temp_path",
-    "resolver",
-    "# resolver",
-    "server ",
-    "listen",
+HAPROXY = shutil.which("haproxy")
+needs_haproxy = pytest.mark.skipif(
+    HAPROXY is None, reason="haproxy is not installed (Debian/Ubuntu: apt-get install -y haproxy)"
 )
 
 # What the cluster test counts per replica, scraped from each replica's own /metrics.
@@ -95,50 +82,60 @@ def compose():
     return doc
 
 
-def directive_value(conf, name):
-    """The values of every ``name ...;`` directive in an nginx config."""
-    return re.findall(rf"^[ \t]*{name}[ \t]+([^;{{]*);", conf, flags=re.MULTILINE)
+# --- balancers ---------------------------------------------------------------------------------
 
 
-# --- nginx: one template, two renderings ------------------------------------------------------
+def haproxy_env():
+    """The environment compose gives the balancer, with its documented defaults."""
+    env = compose()["services"]["lb"]["environment"]
+    return {name: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value)) for name, value in env.items()}
 
 
-def test_committed_compose_rendering_matches_the_template(tmp_path):
-    rendered = render("compose", output=tmp_path / "nginx.conf")
-    assert COMPOSE_CONF.read_text() == rendered, (
-        "deploy/nginx/nginx.compose.conf is stale: "
-        "python deploy/render_nginx.py compose -o deploy/nginx/nginx.compose.conf"
-    )
+def haproxy_lines(prefix):
+    """The lines of haproxy.cfg that start with ``prefix`` (indentation ignored)."""
+    return [line.strip() for line in HAPROXY_CONF.read_text().splitlines() if line.strip().startswith(prefix)]
 
 
-def test_topologies_differ_only_in_rendered_fields(tmp_path):
-    local = render_local(tmp_path, 18999, ["127.0.0.1:18001", "127.0.0.1:18002"])
-    diff = difflib.unified_diff(COMPOSE_CONF.read_text().splitlines(), local.splitlines(), n=0)
-    changed = [line[1:].strip() for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---"))]
-    assert changed, "the two renderings should differ in their addresses and paths"
-    assert [line for line in changed if not line.startswith(TOPOLOGY_DIRECTIVES)] == []
+@needs_haproxy
+@pytest.mark.parametrize("retries", ["3", "0"])
+def test_haproxy_config_passes_haproxy_c(retries):
+    env = {**os.environ, **haproxy_env(), "LB_RETRIES": retries}
+    result = subprocess.run([HAPROXY, "-c", "-f", str(HAPROXY_CONF)], env=env, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Configuration file is valid" in result.stdout + result.stderr
 
 
-def test_compose_rendering_resolves_replicas_through_docker_dns():
-    conf = COMPOSE_CONF.read_text()
-    assert directive_value(conf, "resolver") == ["127.0.0.11 valid=5s ipv6=off"]
-    assert directive_value(conf, "server") == ["api:1313 resolve max_fails=1 fail_timeout=10s"]
-    assert directive_value(conf, "zone") == ["api_replicas 64k"]
-    # `resolve` in an upstream needs nginx >= 1.27.3: the compose image must be at least that.
-    image = compose()["services"]["lb"]["image"]
-    major, minor = re.fullmatch(r"nginx:(\d+)\.(\d+)(?:\.\d+)?(?:-alpine)?", image).groups()
-    assert (int(major), int(minor)) >= (1, 28)
+@needs_haproxy
+def test_haproxy_config_needs_its_variables():
+    env = {name: value for name, value in os.environ.items() if name not in haproxy_env()}
+    result = subprocess.run([HAPROXY, "-c", "-f", str(HAPROXY_CONF)], env=env, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode != 0 and "retries" in result.stderr
+
+
+def test_haproxy_finds_and_checks_replicas_through_docker_dns():
+    (template,) = haproxy_lines("server-template")
+    assert template.split()[1:4] == ["api", "1-16", "api:1313"]
+    assert {"check", "resolvers", "docker"} <= set(template.split())
+    assert haproxy_lines("http-check send") == ["http-check send meth GET uri /ready"]
+    (defaults,) = haproxy_lines("default-server")
+    assert "on-error mark-down" in defaults
+    # A draining replica must be out of rotation before it closes its socket.
+    inter = int(re.search(r"\binter (\d+)s\b", defaults).group(1))
+    fall = int(re.search(r"\bfall (\d+)\b", defaults).group(1))
+    assert int(compose()["services"]["api"]["environment"]["DRAIN_SECONDS"]) > inter * fall
 
 
 def test_limits_agree_between_balancer_and_api():
-    conf = COMPOSE_CONF.read_text()
-    env = compose()["services"]["api"]["environment"]
-    assert directive_value(conf, "client_max_body_size") == [f"{env['MAX_BODY_MB']}m"]
-    read_timeout = int(directive_value(conf, "proxy_read_timeout")[0].rstrip("s"))
-    assert read_timeout > int(env["GUNICORN_TIMEOUT"])
-    assert directive_value(conf, "proxy_request_buffering") == ["on"]
-    assert directive_value(conf, "proxy_next_upstream") == ["error timeout http_502 http_503 non_idempotent"]
-    assert directive_value(conf, "proxy_set_header X-Request-ID") == ["$api_request_id"]
+    api = compose()["services"]["api"]["environment"]
+    assert haproxy_env()["MAX_BODY_MB"] == api["MAX_BODY_MB"]
+    assert any("${MAX_BODY_MB}" in line for line in haproxy_lines("http-request deny deny_status 413"))
+    for side in ("client", "server"):
+        (line,) = haproxy_lines(f"timeout {side} ")
+        assert int(line.split()[-1].rstrip("s")) > int(api["GUNICORN_TIMEOUT"])
+    assert haproxy_lines("retry-on") == ["retry-on conn-failure empty-response 503"]
+    assert haproxy_lines("retries") == ['retries "${LB_RETRIES}"']
 
 
 @needs_nginx
@@ -160,22 +157,24 @@ def test_local_rendering_passes_nginx_t(tmp_path):
 def test_compose_api_service_is_scalable_and_health_checked():
     api = compose()["services"]["api"]
     assert api["build"]["context"] == "."
-    assert api["build"]["additional_contexts"] == {"shared": "../shared"}
+    assert set(api["build"]["args"]) == {"PYTHON_IMAGE", "PIP_NO_INDEX"}
+    assert "additional_contexts" not in api["build"], "Compose v1 rejects named build contexts"
     assert "ports" not in api, "replicas must not publish a host port: --scale would collide"
     assert "container_name" not in api
     assert [str(port) for port in api["expose"]] == ["1313"]
     assert "/ready" in " ".join(api["healthcheck"]["test"])
     assert api["environment"]["WEB_CONCURRENCY"] == api["deploy"]["resources"]["limits"]["cpus"]
+    grace = int(api["stop_grace_period"].rstrip("s"))
+    assert grace > int(api["environment"]["DRAIN_SECONDS"]) + int(api["environment"]["GRACEFUL_TIMEOUT"])
 
 
-def test_compose_balancer_publishes_1313_with_the_rendered_config():
+def test_compose_balancer_publishes_1313_with_the_shipped_config():
     lb = compose()["services"]["lb"]
-    assert lb["image"].startswith("nginx:")
-    assert lb["ports"] == ["1313:1313"]
-    assert lb["depends_on"] == {"api": {"condition": "service_healthy"}}
+    assert lb["image"] == "${LB_IMAGE:-haproxy:2.6}"
+    assert lb["ports"] == ["${LB_PUBLISH:-1313}:1313"]
+    assert lb["stop_signal"] == "SIGUSR1"
     mounts = dict(volume.rsplit(":", 2)[:2] for volume in lb["volumes"])
-    assert mounts == {"./deploy/nginx/nginx.compose.conf": "/etc/nginx/nginx.conf"}
-    assert (ROOT / "deploy" / "nginx" / "nginx.compose.conf").is_file()
+    assert mounts == {"./deploy/haproxy/haproxy.cfg": "/usr/local/etc/haproxy/haproxy.cfg"}
 
 
 # --- Kubernetes -----------------------------------------------------------------------------
@@ -256,15 +255,29 @@ def final_image_instructions():
     return name, chain
 
 
-def test_dockerfile_is_multi_stage_and_builds_artifacts_from_the_shared_context():
+def test_dockerfile_trains_in_its_own_stage_and_serves_without_training_packages():
     stages = dockerfile_stages()
-    assert len(stages) >= 2
-    everything = [entry for _, instructions in stages.values() for entry in instructions]
-    assert ("COPY", "--from=shared data /shared/data") in everything
-    runs = " ".join(arguments for instruction, arguments in everything if instruction == "RUN")
-    assert "-r requirements.txt" in runs
-    assert "python -m lib.synth --figures /shared/data" in runs
-    assert "python -m lib.train" in runs
+    assert set(stages) == {"builder", "artifacts", "runtime", "app"}
+    runs = {name: " ".join(a for i, a in instructions if i == "RUN") for name, (_, instructions) in stages.items()}
+    assert "pip install -r requirements.txt" in runs["builder"]
+    assert "requirements-train.txt" not in runs["builder"]
+    assert "pip install -r requirements-train.txt" in runs["artifacts"]
+    assert "python -m lib.synth && python -m lib.train" in runs["artifacts"]
+    _, app = stages["app"]
+    assert app == [("COPY", "--from=artifacts /app/lib/model_components /app/lib/model_components")]
+    _, runtime = stages["runtime"]
+    assert ("COPY", "--from=builder /opt/venv /opt/venv") in runtime
+
+
+def test_dockerfile_builds_offline_without_pulling_a_frontend():
+    text = (ROOT / "Dockerfile").read_text()
+    assert not re.search(r"^#\s*syntax=", text, flags=re.M | re.I), "a syntax line makes BuildKit pull"
+    assert "--from=shared" not in text
+    builder = dockerfile_stages()["builder"][1]
+    assert ("ARG", "PIP_NO_INDEX=0") in builder
+    environment = " ".join(arguments for instruction, arguments in builder if instruction == "ENV")
+    assert "PIP_FIND_LINKS=/wheels" in environment and "PIP_NO_INDEX=${PIP_NO_INDEX}" in environment
+    assert ("COPY", "wheels/ /wheels/") in builder
 
 
 def test_dockerfile_final_image_is_non_root_slim_and_health_checked():
@@ -283,9 +296,12 @@ def test_dockerfile_final_image_is_non_root_slim_and_health_checked():
         assert build_tool not in runs
 
 
-def test_dockerignore_keeps_local_state_out_of_the_build_context():
-    ignored = set((ROOT / ".dockerignore").read_text().split())
-    assert {".venv", ".git", "lib/data", "lib/model_components", "**/__pycache__"} <= ignored
+def test_dockerignore_lets_in_only_what_the_image_needs():
+    lines = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    assert lines[0] == "*", "an allow-list: everything else stays out of the build context"
+    allowed = {line[1:] for line in lines if line.startswith("!")}
+    assert allowed == {"wheels/", "requirements.txt", "requirements-train.txt", "gunicorn.conf.py", "*.py", "lib/"}
+    assert {"lib/data/", "lib/model_components/"} <= set(lines)
 
 
 # --- local topology ----------------------------------------------------------------------------
@@ -320,13 +336,16 @@ def test_local_cluster_refuses_without_nginx(tmp_path):
 
 
 def free_ports(count):
-    """A listening port for the balancer and ``count`` consecutive free ports after it."""
+    """A listening port for the balancer and ``count`` consecutive free ports after it.
+
+    Drawn below the kernel's ephemeral range: the port-0 binds of other servers (LiveServer) and
+    the local ends of outgoing connections only ever take ports inside it, so none of them can
+    take these between this check and local_cluster.sh binding them.
+    """
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    draw = random.SystemRandom()
     for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = probe.getsockname()[1]
-        if first + count >= 65536:
-            continue
+        first = draw.randrange(10_000, max(ephemeral_low - count - 1, 10_001))
         try:
             for port in range(first, first + count + 1):
                 with socket.socket() as candidate:
