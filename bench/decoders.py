@@ -19,6 +19,7 @@ import io
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -116,31 +117,56 @@ def orjson_lines(body: bytes) -> bytes:
     return b"\n".join(orjson.dumps(row) for row in orjson.loads(body))
 
 
-def time_variant(run: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Minimum and median milliseconds of ``repeats`` runs, after one untimed run."""
+def time_variant(run: Callable[[], object], repeats: int) -> list[float]:
+    """The seconds of each of ``repeats`` runs, after one untimed run."""
     run()
     seconds = []
     for _ in range(repeats):
         started = time.perf_counter()
         run()
         seconds.append(time.perf_counter() - started)
-    return min(seconds) * 1000, statistics.median(seconds) * 1000
+    return seconds
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What one survey measured: the body, and per variant the raw seconds of every timed run
+    (None for a variant that is not installed)."""
+
+    rows: int
+    body_bytes: int
+    columns: tuple[str, ...]
+    seconds: dict[str, list[float] | None]
+
+
+def survey(n_rows: int, repeats: int) -> Survey:
+    """Time every variant ``repeats`` times on a body of the first ``n_rows`` test rows."""
+    rows = encode_rows(TEST_JSON)
+    body = request_body(batch_job(n_rows, len(rows)), rows)
+    reader = Predictor(load_artifacts(MODEL_DIR), max_rows=max(n_rows, 1)).reader
+    seconds = {name: None if isinstance(run, str) else time_variant(run, repeats)
+               for name, run in variants(body, orjson.loads(rows[0]), reader).items()}
+    return Survey(n_rows, len(body), tuple(reader.columns), seconds)
+
+
+WIDTH = 62  # of the variant column
+
+
+def print_table(result: Survey) -> None:
+    """The body, then the minimum and the median of each variant's runs in ms."""
+    print(f"body: {result.rows:,} rows, {result.body_bytes / 1e6:.1f} MB; "
+          f"consumed columns: {', '.join(result.columns)}")
+    print(f"{'variant':<{WIDTH}} {'min ms':>8} {'median ms':>10}")
+    for name, seconds in result.seconds.items():
+        if seconds is None:
+            print(f"{name:<{WIDTH}} {'–':>8} {'–':>10}")
+        else:
+            print(f"{name:<{WIDTH}} {min(seconds) * 1000:8.1f} {statistics.median(seconds) * 1000:10.1f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    rows = encode_rows(TEST_JSON)
-    body = request_body(batch_job(args.rows, len(rows)), rows)
-    reader = Predictor(load_artifacts(MODEL_DIR), max_rows=max(args.rows, 1)).reader
-    print(f"body: {args.rows:,} rows, {len(body) / 1e6:.1f} MB; consumed columns: {', '.join(reader.columns)}")
-    width = 62
-    print(f"{'variant':<{width}} {'min ms':>8} {'median ms':>10}")
-    for name, run in variants(body, orjson.loads(rows[0]), reader).items():
-        if isinstance(run, str):
-            print(f"{name:<{width}} {'–':>8} {'–':>10}")
-            continue
-        low, median = time_variant(run, args.repeats)
-        print(f"{name:<{width}} {low:8.1f} {median:10.1f}")
+    print_table(survey(args.rows, args.repeats))
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,25 +13,31 @@ import pytest
 import requests
 
 from lib.artifacts import load_artifacts
+from lib.synth import TEST_FILE, TRAIN_FILE
 from tests.live_server import PROJECT_DIR, LiveServer
 
 MODEL_DIR = PROJECT_DIR / "lib" / "model_components"
 DATA_DIR = PROJECT_DIR / "lib" / "data"
-TEST_JSON = DATA_DIR / "test.json"
+TEST_JSON = DATA_DIR / TEST_FILE
 
 
-def _build_artifacts() -> None:
-    """run_tests.sh builds them; this covers a bare `pytest` on a fresh clone."""
-    if not (DATA_DIR / "train.csv").exists():
-        subprocess.run([sys.executable, "-m", "lib.synth"], cwd=PROJECT_DIR, check=True)
-    subprocess.run([sys.executable, "-m", "lib.train"], cwd=PROJECT_DIR, check=True)
+# run_tests.sh builds the data and the artifacts; these fixtures cover a bare `pytest` on a fresh
+# clone. A test that reads either depends on its fixture, so that it also passes on its own.
 
 
 @pytest.fixture(scope="session")
-def model_dir() -> Path:
-    """The project's trained artifacts (built once if absent)."""
+def data_dir() -> Path:
+    """The generated data, lib/data/ (drawn once by lib.synth if absent)."""
+    if not all((DATA_DIR / name).exists() for name in (TRAIN_FILE, TEST_FILE)):
+        subprocess.run([sys.executable, "-m", "lib.synth"], cwd=PROJECT_DIR, check=True)
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def model_dir(data_dir) -> Path:
+    """The project's trained artifacts, lib/model_components/ (trained once on lib/data/ if absent)."""
     if not (MODEL_DIR / "manifest.json").exists():
-        _build_artifacts()
+        subprocess.run([sys.executable, "-m", "lib.train"], cwd=PROJECT_DIR, check=True)
     return MODEL_DIR
 
 
@@ -41,7 +48,7 @@ def stages(model_dir):
 
 
 @pytest.fixture(scope="session")
-def test_body(model_dir) -> bytes:
+def test_body(data_dir) -> bytes:
     """lib/data/test.json as bytes."""
     return TEST_JSON.read_bytes()
 
@@ -81,9 +88,18 @@ def client(app):
     return app.test_client()
 
 
+@pytest.fixture()
+def refused_url():
+    """The URL of a port that refuses connections throughout the test: bound here and never
+    listened on, so no other server can take it meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
 @pytest.fixture(scope="session")
 def server(model_dir, tmp_path_factory):
-    """A real gunicorn server (2 workers) on a free port, shared by the session."""
+    """A real gunicorn server (2 workers) on a port of its own, shared by the session."""
     log = tmp_path_factory.mktemp("server") / "gunicorn.log"
     live = LiveServer(env={"MODEL_DIR": str(model_dir)}, workers=2, log_path=log).start()
     yield live

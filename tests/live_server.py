@@ -1,63 +1,105 @@
-"""A real gunicorn server on a free port, for tests that must go through HTTP."""
+"""A real gunicorn server on a port of its own, for tests that must go through HTTP."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import requests
 
+from settings import Settings
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+#: What the service reads from its environment: settings.py's variables, and what gunicorn.conf.py
+#: and gunicorn themselves read. A test server gets only the values its test names: a
+#: developer's shell (MAX_ROWS=..., GUNICORN_CMD_ARGS=...) must not change what a test sees.
+SERVICE_VARIABLES = frozenset({field.name.upper() for field in fields(Settings)}
+                              | {"PROMETHEUS_MULTIPROC_DIR", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                 "MKL_NUM_THREADS"})
+SERVICE_PREFIXES = ("GUNICORN_", "FLASK_")
 
 
-def wait_for(condition, seconds: float, what: str):
-    """Poll ``condition`` until it returns something true (returned); fail after ``seconds``."""
+def wait_for(condition, seconds: float, what: str, interval: float = 0.05):
+    """Poll ``condition`` every ``interval`` s until it returns something true (returned); fail
+    after ``seconds``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.05)
+        time.sleep(interval)
     raise AssertionError(f"{what} did not happen within {seconds} s")
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def without_service_settings(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` less every variable the service reads (SERVICE_VARIABLES, SERVICE_PREFIXES)."""
+    return {k: v for k, v in environ.items() if k not in SERVICE_VARIABLES and not k.startswith(SERVICE_PREFIXES)}
+
+
+def accepted(server_port: int, client_port: int) -> bool:
+    """Whether a server on 127.0.0.1:``server_port`` has accept()ed the connection from ``client_port``.
+
+    Linux shows a connection still waiting in the listen backlog in /proc/net/tcp with inode 0: it
+    gets a socket (and an inode) only when a process accepts it.
+    """
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        cells = line.split()
+        local, remote, inode = cells[1], cells[2], int(cells[9])
+        if int(local.rsplit(":", 1)[1], 16) == server_port and int(remote.rsplit(":", 1)[1], 16) == client_port:
+            return inode != 0
+    return False
 
 
 class LiveServer:
-    """gunicorn with the project's gunicorn.conf.py, bound to 127.0.0.1 on a free port."""
+    """gunicorn with the project's gunicorn.conf.py on 127.0.0.1, on a port no other server can take.
+
+    ``start`` binds a socket to a port the kernel picks and hands it to gunicorn (``BIND=fd://N``):
+    the port is this server's from the moment it is chosen, so whatever answers on it is this
+    server. The socket is bound but not listening, so the port still opens only when gunicorn
+    listens, after it has loaded the app. Each server gets a Prometheus metrics directory of its
+    own, removed by ``stop`` (unless ``env`` names one).
+    """
 
     def __init__(self, env: dict[str, str] | None = None, workers: int = 2, log_path: Path | None = None,
                  app: str | None = None):
         """``app`` replaces gunicorn.conf.py's ``wsgi_app`` (bench/ serves its floor app this way)."""
         self.app = app
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # Each server gets the metrics directory its gunicorn.conf.py makes, unless env names one.
-        inherited = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        self.env = {**inherited, "BIND": f"127.0.0.1:{self.port}", "WEB_CONCURRENCY": str(workers), **(env or {})}
+        self.env = {**without_service_settings(os.environ), "WEB_CONCURRENCY": str(workers), **(env or {})}
+        self.port: int | None = None
+        self.url: str | None = None
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self._log_file = None
+        self._metrics_dir: str | None = None
 
     def start(self, wait: bool = True, timeout: float = 60) -> LiveServer:
         """Start gunicorn; with ``wait``, return once /ready answers 200."""
         if self.log_path:
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         log = self._log_file or subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *([self.app] if self.app else [])],
-            cwd=PROJECT_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        env = dict(self.env)
+        if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+            self._metrics_dir = env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="live-server-metrics-")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+            self.url = f"http://127.0.0.1:{self.port}"
+            env["BIND"] = f"fd://{sock.fileno()}"
+            # No control socket: every server would share the default ~/.gunicorn/gunicorn.ctl.
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--no-control-socket",
+                 *([self.app] if self.app else [])],
+                cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                pass_fds=(sock.fileno(),),
+            )
         if wait:
             try:
                 self.wait_ready(timeout)
@@ -99,6 +141,9 @@ class LiveServer:
             if self._log_file:
                 self._log_file.close()
                 self._log_file = None
+            if self._metrics_dir and (self.process is None or self.process.poll() is not None):
+                shutil.rmtree(self._metrics_dir, ignore_errors=True)
+                self._metrics_dir = None
 
     def __enter__(self) -> LiveServer:
         return self.start()

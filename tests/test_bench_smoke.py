@@ -6,6 +6,7 @@ No assertion here is on speed: the quick mode's figures mean nothing.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -121,12 +122,24 @@ def test_write_document_keeps_hand_written_notes(tmp_path, old, notes):
 def test_decoder_survey_times_every_installed_variant(model_dir, capsys):
     from bench import decoders
 
-    assert decoders.main(["--rows", "30", "--repeats", "1"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("body: 30 rows") and "x5, x12" in lines[0]
-    timed = {line[:62].strip(): line[62:].split() for line in lines[2:]}
+    # The raw seconds, not the printed figures: those round to 0.0 ms on a fast run.
+    result = decoders.survey(30, repeats=3)
+    assert result.rows == 30 and result.body_bytes > 0 and result.columns[:2] == ("x5", "x12")
     for name in ("orjson.loads (floor app, reference path)", "served: typed struct of the consumed columns + id",
                  "msgspec struct with no field (skips every key)"):
-        low, median = map(float, timed[name])
-        assert 0 < low <= median
-    assert all(values == ["–", "–"] for name, values in timed.items() if name.endswith("not installed"))
+        seconds = result.seconds[name]
+        assert len(seconds) == 3 and all(s > 0 for s in seconds), (name, seconds)
+    assert all((seconds is None) == name.endswith("not installed") for name, seconds in result.seconds.items())
+
+    # The printed table: one line per variant, in the survey's order, two figures or two dashes.
+    assert decoders.main(["--rows", "30", "--repeats", "2"]) == 0
+    header, columns, *lines = capsys.readouterr().out.splitlines()
+    assert header.startswith("body: 30 rows") and "x5, x12" in header
+    assert columns.split() == ["variant", "min", "ms", "median", "ms"]
+    assert [line[:decoders.WIDTH].strip() for line in lines] == list(result.seconds)
+    for line, seconds in zip(lines, result.seconds.values(), strict=True):
+        figures = line[decoders.WIDTH:].split()
+        if seconds is None:
+            assert figures == ["–", "–"], line
+        else:
+            assert len(figures) == 2 and all(re.fullmatch(r"\d+\.\d", f) for f in figures), line

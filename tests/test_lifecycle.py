@@ -18,14 +18,13 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
 from bench.memory import worker_pids
 from lib.artifacts import seal_manifest
-from tests.live_server import PROJECT_DIR, wait_for
+from tests.live_server import PROJECT_DIR, accepted, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -47,9 +46,11 @@ def test_sigterm_during_a_10000_row_request_lets_it_finish(start_server, server,
         connection.endheaders()
         half = len(test_body) // 2
         connection.send(test_body[:half])
-        time.sleep(0.5)  # the worker has accepted the connection and waits for the rest
+        client_port = connection.sock.getsockname()[1]
+        wait_for(lambda: accepted(live.port, client_port), 30, "the worker accepting the request")
+        # The worker has the request and waits for the rest of its body when the master is told to stop.
         live.process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        wait_for(lambda: "Handling signal: term" in live.log_text(), 30, "the master handling SIGTERM")
         connection.send(test_body[half:])
         response = connection.getresponse()
         status, body = response.status, response.read()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -10,7 +11,7 @@ import pytest
 from gunicorn.config import Config
 
 from one_write_response import OneWriteResponse
-from tests.live_server import PROJECT_DIR
+from tests.live_server import PROJECT_DIR, without_service_settings
 
 
 class RecordingSocket:
@@ -55,9 +56,11 @@ def test_chunked_answers_keep_gunicorns_framing():
     assert b"".join(sock.writes).endswith(b"3\r\nabc\r\n0\r\n\r\n")
 
 
-def test_gunicorn_conf_installs_it():
-    # In a child process: gunicorn.conf.py also sets environment variables.
+def test_gunicorn_conf_installs_it(tmp_path):
+    # In a child process: gunicorn.conf.py also sets environment variables. Given a metrics
+    # directory, it makes none of its own (which only a server's exit would remove).
     check = ("exec(open('gunicorn.conf.py').read()); from gunicorn.http import wsgi; "
              "import one_write_response; print(wsgi.Response is one_write_response.OneWriteResponse)")
-    result = subprocess.run([sys.executable, "-c", check], cwd=PROJECT_DIR, capture_output=True, text=True)
+    env = {**without_service_settings(os.environ), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", check], cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
     assert result.stdout.strip() == "True", result.stderr[-2000:]
