@@ -14,6 +14,7 @@ PYTHON_IMAGE=${PYTHON_IMAGE:-batch-predict/python:3.11-debian}
 LB_IMAGE=${LB_IMAGE:-batch-predict/haproxy:2.6-debian}
 cache=$(realpath -m "${OFFLINE_CACHE_DIR:-.run/offline}")
 codename=$(. /etc/os-release && echo "$VERSION_CODENAME")
+mkdir -p "$cache/debs"
 
 # The first mirror apt reads the release itself (not -security or -updates) from, deb822 or one-line.
 debian_mirror() {
@@ -37,7 +38,6 @@ image_from_debootstrap() {
         return
     fi
     echo "[offline] building $tag (debootstrap $codename: $packages)"
-    mkdir -p "$cache/debs"
     root=$(mktemp -d "$cache/root.XXXXXX")
     debootstrap --variant=minbase --include="$packages" --cache-dir="$cache/debs" \
         "$codename" "$root" "$(debian_mirror)" >"$cache/debootstrap-${tag//[\/:]/_}.log" 2>&1 ||
