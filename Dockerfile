@@ -33,8 +33,10 @@ COPY requirements.txt requirements-train.txt ./
 RUN pip install -r requirements.txt \
     && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*/tests' -exec rm -rf {} + \
     && pip uninstall --yes --quiet pip setuptools
-# The app and the library; .dockerignore keeps local data and artifacts out of lib/.
+# The entry points, the web layer and the library; .dockerignore keeps local data and
+# artifacts out of lib/.
 COPY *.py ./
+COPY service/ service/
 COPY lib/ lib/
 # Bytecode compiled now (pip did the venv's), because the runtime filesystem is read-only.
 RUN python -m compileall -q /app

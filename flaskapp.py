@@ -1,9 +1,9 @@
-"""HTTP layer: the Flask app that gunicorn serves, its routes and error handlers.
+"""The app factory gunicorn serves (``flaskapp:create_app()``): it assembles the service.
 
-gunicorn serves ``flaskapp:create_app()``; artifacts are verified and loaded once, in the
-factory, before the first request. ``POST /predict``, the hot path, is answered by
-``predict_endpoint.PredictEndpoint``, mounted in front of Flask's routing; what both share
-(errors, request ids, headers, metrics, access log) is in ``http_shared``.
+Artifacts are verified and loaded once, in the factory, before the first request; the request
+body reader (``preprocess_input_json``) is built here and handed to the predictor. ``POST
+/predict``, the hot path, is answered by ``service.endpoint.PredictEndpoint``, mounted in front
+of Flask's routing; Flask answers the other routes. What both share is in ``service/``.
 """
 
 from __future__ import annotations
@@ -14,25 +14,22 @@ import time
 
 import orjson
 from flask import Flask, Response, g, request
+from werkzeug.exceptions import MethodNotAllowed
 
-import drain
-from access_log import AccessLog
-from api_docs import docs_blueprint
-from api_schema import openapi_document
-from http_shared import (
-    REQUEST_ID_HEADER,
-    Recorder,
-    error_answer,
-    error_payload,
-    request_id,
-)
 from lib.artifacts import load_artifacts, read_manifest, verify_files
 from lib.errors import ArtifactError
 from lib.scorer import check_golden
-from metrics import Metrics
-from predict_endpoint import ERRORS_MODES, METHOD, PATH, PredictEndpoint, mount
-from predictor import PHASES, Predictor
-from settings import Settings
+from preprocess_input_json import BodyReader
+from service import drain
+from service.access_log import AccessLog
+from service.docs_page import docs_blueprint
+from service.endpoint import ERRORS_MODES, METHOD, PATH, PredictEndpoint, mount
+from service.errors import error_answer, error_payload
+from service.metrics import Metrics
+from service.openapi import openapi_document
+from service.predictor import PHASES, Predictor
+from service.request_cycle import REQUEST_ID_HEADER, Recorder, request_id
+from service.settings import Settings
 
 log = logging.getLogger("predict")
 
@@ -51,17 +48,29 @@ def _configure_logging(level: str) -> None:
     log.setLevel(level.upper())
 
 
+def _unrouted_endpoint(app: Flask, req) -> str:
+    """The metrics label of a request no view answered: its route for a 405 (the path exists,
+    the method does not), ``unmatched`` for a 404."""
+    if isinstance(req.routing_exception, MethodNotAllowed) and req.routing_exception.valid_methods:
+        adapter = app.url_map.bind_to_environ(req.environ)
+        rule, _ = adapter.match(method=req.routing_exception.valid_methods[0], return_rule=True)
+        return rule.rule
+    return "unmatched"
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings, verified artifacts, compiled plan, routes, error handlers."""
     settings = Settings.from_env().with_overrides(test_config)
     _configure_logging(settings.log_level)
     try:
         stages = load_artifacts(settings.model_dir, settings.allow_version_mismatch)
-        predictor = Predictor(stages, settings.max_rows, drift=settings.metrics_enabled)
+        predictor = Predictor(stages, lambda columns: BodyReader(columns, settings.max_rows),
+                              drift=settings.metrics_enabled)
         check_golden(predictor.plan, stages.manifest)
     except ArtifactError as exc:
-        log.error("cannot start: %s", exc)
-        raise SystemExit(f"cannot start: {exc}") from None
+        # The directory is named here, in the operator's log, and never in an HTTP answer.
+        log.error("cannot start: %s (model directory %s)", exc, settings.model_dir)
+        raise SystemExit(f"cannot start: {exc} (model directory {settings.model_dir})") from None
     manifest = stages.manifest
     version = stages.version
     metrics = Metrics(version, manifest["created_at"], manifest["consumed_columns"], PHASES,
@@ -85,7 +94,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         # The objects behind Flask's context proxies, fetched once: each proxy access costs
         # about as much as a metric sample.
         req, state = request._get_current_object(), g._get_current_object()
-        endpoint = req.url_rule.rule if req.url_rule else "unmatched"
+        endpoint = req.url_rule.rule if req.url_rule else _unrouted_endpoint(app, req)
         response.headers.extend(recorder.finish(
             state.get("request_id") or request_id(None), state.get("started", time.perf_counter()), req.method,
             req.path, endpoint, response.status_code, req.content_length or 0, response.content_length))
@@ -119,7 +128,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     def model_card() -> Response:
         card = {key: manifest[key] for key in manifest if key != "golden"}
         card["limits"] = {"max_rows": settings.max_rows, "max_body_bytes": settings.max_body_bytes,
-                          "timeout_seconds": settings.gunicorn_timeout}
+                          "timeout_seconds": settings.gunicorn_timeout,
+                          "graceful_timeout_seconds": settings.graceful_timeout,
+                          "max_listed_errors": settings.max_listed_errors}
         return json_response(card)
 
     app.register_blueprint(docs_blueprint(openapi_document(settings.max_rows, settings.max_body_mb, ERRORS_MODES)))

@@ -1,15 +1,14 @@
-"""gunicorn settings for the prediction API; values come from settings.py (environment)."""
+"""gunicorn settings for the prediction API; values come from service/settings.py (environment)."""
 
 import os
 import shutil
 import tempfile
 
-import drain
-import one_write_response
-from settings import Settings
+from service import drain, one_write_response
+from service.settings import Settings
 
 _settings = Settings.from_env()
-# Header and body of an answer in one write (see one_write_response.py).
+# Header and body of an answer in one write (see service/one_write_response.py).
 one_write_response.install()
 
 # Every worker writes its Prometheus samples here; /metrics adds them up. It must be set
@@ -33,7 +32,6 @@ preload_app = True
 timeout = _settings.gunicorn_timeout
 # SIGTERM lets in-flight requests (a 10,000-row batch takes well under a second) finish.
 graceful_timeout = _settings.graceful_timeout
-keepalive = _settings.keepalive
 # Our app writes one JSON access line per request; gunicorn's own access log stays off.
 accesslog = None
 errorlog = "-"

@@ -29,8 +29,9 @@ from bench.run import MODEL_DIR, TEST_JSON, batch_job
 from bench.stress import encode_rows, request_body
 from lib.artifacts import load_artifacts
 from lib.schema import ID_KEY
-from predictor import Predictor
-from preprocess_input_json import BatchReader
+from preprocess_input_json import BodyReader
+from service.predictor import Predictor
+from service.readers import JSON
 
 #: Decoders outside requirements.txt, timed when importable.
 OPTIONAL = ("simdjson", "cysimdjson", "pydantic_core", "pyarrow.json")
@@ -48,7 +49,7 @@ def _struct_decoder(fields: Sequence[str], name: str = "Row") -> msgspec.json.De
     return msgspec.json.Decoder(list[row])
 
 
-def variants(body: bytes, first_row: dict, reader: BatchReader) -> dict[str, Callable[[], object] | str]:
+def variants(body: bytes, first_row: dict, reader: BodyReader) -> dict[str, Callable[[], object] | str]:
     """Each variant as a callable that decodes ``body`` (rows like ``first_row``), or why it cannot run;
     ``reader`` is the service's."""
     keys = list(first_row)
@@ -59,8 +60,8 @@ def variants(body: bytes, first_row: dict, reader: BatchReader) -> dict[str, Cal
     decoders = {
         "orjson.loads (floor app, reference path)": orjson.loads,
         "msgspec, untyped, every key": msgspec.json.decode,
-        "served: typed struct of the consumed columns + id": reader._decoder.decode,
-        "served: BatchReader.read (decode + columns)": lambda b: reader.read(b, "application/json"),
+        "served: typed struct of the consumed columns + id": reader.readers[JSON]._decoder.decode,
+        "served: BodyReader.read (decode + columns)": lambda b: reader.read(b, "application/json"),
         "msgspec struct with no field (skips every key)": _struct_decoder([]).decode,
         f"msgspec struct, {len(wanted)} unknown names of the same lengths": _struct_decoder(same_length).decode,
         f"msgspec struct, {len(wanted)} unknown names of other lengths": _struct_decoder(other_length).decode,
@@ -143,7 +144,7 @@ def survey(n_rows: int, repeats: int) -> Survey:
     """Time every variant ``repeats`` times on a body of the first ``n_rows`` test rows."""
     rows = encode_rows(TEST_JSON)
     body = request_body(batch_job(n_rows, len(rows)), rows)
-    reader = Predictor(load_artifacts(MODEL_DIR), max_rows=max(n_rows, 1)).reader
+    reader = Predictor(load_artifacts(MODEL_DIR), lambda columns: BodyReader(columns, max(n_rows, 1))).reader
     seconds = {name: None if isinstance(run, str) else time_variant(run, repeats)
                for name, run in variants(body, orjson.loads(rows[0]), reader).items()}
     return Survey(n_rows, len(body), tuple(reader.columns), seconds)

@@ -15,7 +15,7 @@ from flask import Flask, Response, request
 
 from bench.client import PREDICT_PATH, PREDICTED_CLASS, PROBABILITY, SELECTED_FEATURES
 from lib.artifacts import read_manifest
-from settings import Settings
+from service.settings import Settings
 
 #: A probability with as many digits as a real one usually has, so answers weigh the same.
 PROBABILITY_VALUE = 0.12345678901234568

@@ -229,11 +229,12 @@ def in_process(rows: list[bytes], repeats: int) -> dict:
 
     from lib.artifacts import load_artifacts
     from lib.reference import reference_probabilities
-    from predictor import PROBABILITY, Predictor
+    from preprocess_input_json import BodyReader
+    from service.predictor import PROBABILITY, Predictor
 
     body = request_body(batch_job(LARGE_ROWS, len(rows)), rows)
     stages = load_artifacts(MODEL_DIR)
-    predictor = Predictor(stages, max_rows=LARGE_ROWS)
+    predictor = Predictor(stages, lambda columns: BodyReader(columns, LARGE_ROWS))
     served, reference = [], []
     for _ in range(repeats):
         started = time.perf_counter()

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Local scale-out topology: N replicas of the real server (gunicorn on 127.0.0.1) behind nginx,
-# configured from the same template as docker compose (deploy/nginx/nginx.conf.template).
+# configured from deploy/nginx/nginx.conf.template (compose uses HAProxy: deploy/haproxy/).
 #
 #   deploy/local_cluster.sh start [N]   N replicas (default 3), balancer on ${PORT:-1313}
 #   deploy/local_cluster.sh status
 #   deploy/local_cluster.sh stop
 #
 # Environment: PORT (balancer, 1313), BASE_PORT (first replica, 18001; then 18002, ...),
-# CLUSTER_DIR (pids, logs, nginx.conf; default .run/cluster). Everything else (WEB_CONCURRENCY,
-# GUNICORN_TIMEOUT, MAX_BODY_MB, MODEL_DIR, ...) reaches every replica as it reaches run_api.sh.
+# CLUSTER_DIR (pids, logs, nginx.conf; default .run/cluster), WEB_CONCURRENCY (workers per
+# replica, default 1: the replicas share this machine's cores). Everything else
+# (GUNICORN_TIMEOUT, MAX_BODY_MB, MODEL_DIR, ...) reaches every replica as it reaches run_api.sh.
 set -euo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
@@ -61,6 +62,9 @@ start() {
         # setsid: the gunicorn master leads its own process group, so one signal to the group
         # reaches the master and all its workers (stop, and the failover test's SIGKILL).
         # No control socket: all replicas would share the default ~/.gunicorn/gunicorn.ctl.
+        # One worker per replica unless WEB_CONCURRENCY says otherwise: the replicas share this
+        # machine's cores, so N replicas of one worker per core each would oversubscribe them.
+        WEB_CONCURRENCY=${WEB_CONCURRENCY:-1} \
         BIND=127.0.0.1:$port PROMETHEUS_MULTIPROC_DIR=$RUN_DIR/replica-$i/prometheus \
             setsid .venv/bin/gunicorn -c gunicorn.conf.py --no-control-socket 'flaskapp:create_app()' \
             >"$RUN_DIR/replica-$i/gunicorn.log" 2>&1 </dev/null &

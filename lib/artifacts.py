@@ -110,7 +110,7 @@ def read_manifest(model_dir: Path) -> dict:
     try:
         manifest = json.loads(path.read_bytes())
     except FileNotFoundError:
-        raise ArtifactError(f"{MANIFEST_FILE} is missing in {model_dir}") from None
+        raise ArtifactError(f"{MANIFEST_FILE} is missing from the model directory") from None
     except ValueError as exc:
         raise ArtifactError(f"{MANIFEST_FILE} is not valid JSON: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get(_CHECKSUM_KEY) != _manifest_checksum(manifest):
@@ -144,7 +144,7 @@ def verify_files(model_dir: Path, manifest: dict) -> dict[str, bytes]:
         try:
             data = (Path(model_dir) / name).read_bytes()
         except FileNotFoundError:
-            raise ArtifactError(f"{name} is missing in {model_dir}") from None
+            raise ArtifactError(f"{name} is missing from the model directory") from None
         if sha256_bytes(data) != manifest["files"].get(name):
             raise ArtifactError(f"{name}: sha256 does not match {MANIFEST_FILE}; refusing to unpickle it")
         verified[name] = data

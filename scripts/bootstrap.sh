@@ -18,11 +18,12 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-if [ ! -f lib/model_components/manifest.json ]; then
+model_dir=${MODEL_DIR:-lib/model_components}
+if [ ! -f "$model_dir/manifest.json" ]; then
   if [ ! -f lib/data/train.csv ]; then
     echo "[setup] generating the stand-in dataset (lib/data/)"
     .venv/bin/python -m lib.synth
   fi
-  echo "[setup] training the model (lib/model_components/)"
-  .venv/bin/python -m lib.train
+  echo "[setup] training the model ($model_dir/)"
+  .venv/bin/python -m lib.train --out "$model_dir"
 fi

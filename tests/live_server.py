@@ -15,10 +15,10 @@ from pathlib import Path
 
 import requests
 
-from settings import Settings
+from service.settings import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-#: What the service reads from its environment: settings.py's variables, and what gunicorn.conf.py
+#: What the service reads from its environment: service/settings.py's variables, and what gunicorn.conf.py
 #: and gunicorn themselves read. A test server gets only the values its test names: a
 #: developer's shell (MAX_ROWS=..., GUNICORN_CMD_ARGS=...) must not change what a test sees.
 SERVICE_VARIABLES = frozenset({field.name.upper() for field in fields(Settings)}

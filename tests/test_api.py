@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from api_schema import EXAMPLE_ROW
 from lib.reference import reference_classes, reference_probabilities
 from lib.schema import COLUMNS
-from predictor import PREDICTED_CLASS as CLASS
-from predictor import PROBABILITY
-from predictor import SELECTED_FEATURES as FEATURES
+from service.openapi import EXAMPLE_ROW
+from service.predictor import PREDICTED_CLASS as CLASS
+from service.predictor import PROBABILITY
+from service.predictor import SELECTED_FEATURES as FEATURES
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.server

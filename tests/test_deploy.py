@@ -300,7 +300,8 @@ def test_dockerignore_lets_in_only_what_the_image_needs():
     lines = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")]
     assert lines[0] == "*", "an allow-list: everything else stays out of the build context"
     allowed = {line[1:] for line in lines if line.startswith("!")}
-    assert allowed == {"wheels/", "requirements.txt", "requirements-train.txt", "gunicorn.conf.py", "*.py", "lib/"}
+    assert allowed == {"wheels/", "requirements.txt", "requirements-train.txt", "gunicorn.conf.py", "*.py", "service/",
+                       "lib/"}
     assert {"lib/data/", "lib/model_components/"} <= set(lines)
 
 

@@ -35,12 +35,14 @@ from lib.schema import (
     PERCENT,
     kind_of,
 )
-from predictor import PREDICTED_CLASS as CLASS
-from predictor import PROBABILITY
-from predictor import SELECTED_FEATURES as FEATURES
-from preprocess_input_json import CSV_MIMETYPES
+from service.predictor import PREDICTED_CLASS as CLASS
+from service.predictor import PROBABILITY
+from service.predictor import SELECTED_FEATURES as FEATURES
+from service.readers import CSV, accepted_names
 
 pytestmark = pytest.mark.server
+
+CSV_MIMETYPES = accepted_names(CSV)
 
 INLINE = {"errors": "inline"}
 TIMEOUT = (5, 60)  # connect, read: a hang fails the test instead of stalling it

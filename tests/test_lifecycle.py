@@ -108,6 +108,7 @@ def test_port_opens_only_after_the_artifacts_are_verified_and_ready_follows_the_
     scaler.unlink()
     gone = requests.get(live.url + "/ready", timeout=TIMEOUT)
     assert gone.status_code == 503 and "scaler.pkl" in gone.json()["message"]
+    assert str(model_copy) not in gone.text and "/" not in gone.json()["message"]  # no file path
     assert requests.get(live.url + "/health", timeout=TIMEOUT).status_code == 200
     scaler.write_bytes(data)
     assert requests.get(live.url + "/ready", timeout=TIMEOUT).status_code == 200

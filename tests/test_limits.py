@@ -26,7 +26,7 @@ import requests
 
 from bench.memory import worker_pids
 from flaskapp import create_app
-from settings import Settings
+from service.settings import Settings
 from tests.live_server import PROJECT_DIR, LiveServer
 
 pytestmark = pytest.mark.server
@@ -269,7 +269,7 @@ def test_debug_stays_off_whatever_the_environment_says(model_dir, monkeypatch):
 
 
 @pytest.mark.parametrize("entry_point", ["flaskapp.py", "gunicorn.conf.py", "run_api.sh", "Dockerfile",
-                                         "docker-compose.yaml", "settings.py"])
+                                         "docker-compose.yaml", "service/settings.py"])
 def test_no_entry_point_turns_debug_or_reload_on(entry_point):
     text = (PROJECT_DIR / entry_point).read_text()
     assert not re.search(r"debug\s*=\s*True|FLASK_DEBUG\s*[=:]\s*\"?1|--reload|--debug|\breload\s*=\s*True"

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from gunicorn.config import Config
 
-from one_write_response import OneWriteResponse
+from service.one_write_response import OneWriteResponse
 from tests.live_server import PROJECT_DIR, without_service_settings
 
 
@@ -60,7 +60,7 @@ def test_gunicorn_conf_installs_it(tmp_path):
     # In a child process: gunicorn.conf.py also sets environment variables. Given a metrics
     # directory, it makes none of its own (which only a server's exit would remove).
     check = ("exec(open('gunicorn.conf.py').read()); from gunicorn.http import wsgi; "
-             "import one_write_response; print(wsgi.Response is one_write_response.OneWriteResponse)")
+             "from service import one_write_response; print(wsgi.Response is one_write_response.OneWriteResponse)")
     env = {**without_service_settings(os.environ), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", check], cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
     assert result.stdout.strip() == "True", result.stderr[-2000:]

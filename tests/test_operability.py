@@ -24,11 +24,11 @@ import yaml
 from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
-import access_log
-from api_schema import EXAMPLE_ROW, RowSchema
 from lib.schema import CATEGORICAL_COLUMNS
-from metrics import FLUSH_SECONDS
-from predictor import PHASES
+from service import access_log
+from service.metrics import FLUSH_SECONDS
+from service.openapi import EXAMPLE_ROW, RowSchema
+from service.predictor import PHASES
 from tests.live_server import PROJECT_DIR, LiveServer, accepted, wait_for
 
 pytestmark = pytest.mark.server
@@ -301,7 +301,8 @@ def test_model_card_holds_the_manifest_and_the_limits(server, stages):
         else:
             assert stats["min"] < stats["max"] and stats["scale"] > 0
             assert {"impute_value", "center"} <= set(stats)
-    assert card["limits"] == {"max_rows": 100_000, "max_body_bytes": 400 * 1024 * 1024, "timeout_seconds": 300}
+    assert card["limits"] == {"max_rows": 100_000, "max_body_bytes": 400 * 1024 * 1024, "timeout_seconds": 300,
+                              "graceful_timeout_seconds": 30, "max_listed_errors": 100}
 
 
 def test_openapi_document_is_valid_and_its_examples_score(server):
@@ -325,7 +326,7 @@ def test_docs_page_and_its_assets_are_served_locally(server):
         reply = requests.get(server.url + asset, timeout=10)
         assert reply.status_code == 200 and len(reply.content) > 100, asset
     assert '"/openapi.json"' in page.text
-    assert requests.get(server.url + "/docs/../api_docs.py", timeout=10).status_code == 404
+    assert requests.get(server.url + "/docs/../service/docs_page.py", timeout=10).status_code == 404
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_path):
@@ -358,3 +359,19 @@ def test_monitoring_profile_scrapes_every_replica_and_charts_exposed_metrics(tra
     charted = {name for panel in dashboard["panels"] for target in panel["targets"]
                for name in re.findall(r"\b(?:predict|http|model)_[a-z_]+", target["expr"])}
     assert len(charted) >= 10 and charted <= exposed, charted - exposed
+
+
+def test_a_405_is_counted_under_its_route_and_a_404_as_unmatched(app):
+    client = app.test_client()
+
+    def count(endpoint, method, status):
+        families = text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+        return sum(s.value for f in families for s in f.samples if s.name == "http_requests_total"
+                   and s.labels == {"endpoint": endpoint, "method": method, "status": status})
+
+    before = {key: count(*key) for key in [("/predict", "GET", "405"), ("/docs/<path:name>", "DELETE", "405"),
+                                           ("unmatched", "GET", "404")]}
+    assert client.get("/predict").status_code == 405
+    assert client.delete("/docs/index.css").status_code == 405
+    assert client.get("/no/such/path").status_code == 404
+    assert {key: count(*key) - n for key, n in before.items()} == dict.fromkeys(before, 1)

@@ -1,4 +1,4 @@
-"""The encoders of predictor.py: the fast template writes exactly what orjson writes."""
+"""The encoders of service/predictor.py: the fast template writes exactly what orjson writes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from predictor import PREDICTED_CLASS, PROBABILITY, SELECTED_FEATURES, RowsTemplate
+from service.predictor import PREDICTED_CLASS, PROBABILITY, SELECTED_FEATURES, RowsTemplate
 
 FEATURES = ["x12", "x31", "x44", "x5"]
 

@@ -98,7 +98,7 @@ class Metrics:
     """The service's metric objects, registered in a registry of their own.
 
     With ``enabled`` false every ``observe_*`` call returns at once (the overhead baseline);
-    ``/metrics`` then shows only the model info.
+    ``/metrics`` then lists the families without counting (``model_info`` stays 1).
     """
 
     content_type = CONTENT_TYPE_LATEST

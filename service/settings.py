@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 
 
@@ -37,7 +37,6 @@ class Settings:
     graceful_timeout: int = 30
     # Seconds between SIGTERM and the graceful stop, with /ready answering 503 (drain.py); 0 off.
     drain_seconds: int = 0
-    keepalive: int = 5
     max_rows: int = 100_000
     max_body_mb: int = 400
     model_dir: Path = PROJECT_DIR / "lib" / "model_components"

@@ -4,8 +4,8 @@ The hot path of the service. Through Flask, a one-row request spent more time in
 context, routing, hooks and response object than in decoding, scoring and encoding together
 (docs/PERFORMANCE.md); here the request is a bare werkzeug ``Request`` (the body with
 werkzeug's own length checks, the query, the Content-Type) and the answer goes straight to
-``start_response``. Errors, headers, metrics and the access line come from ``http_shared``,
-as for Flask's routes. Every other request, including other methods on /predict (405 from
+``start_response``. Errors, headers, metrics and the access line come from ``service.errors``
+and ``service.request_cycle``, as for Flask's routes. Every other request, including other methods on /predict (405 from
 Flask's routing), goes to Flask.
 """
 
@@ -18,19 +18,12 @@ import orjson
 from werkzeug import Request
 from werkzeug.http import HTTP_STATUS_CODES
 
-from http_shared import (
-    JSON_MIMETYPE,
-    Recorder,
-    deadline,
-    error_answer,
-    read_body,
-    request_id,
-    server_timing,
-)
 from lib.errors import InputError, PayloadError
-from metrics import Metrics
-from predictor import FORMATS, ROWS_FORMAT, Prediction, Predictor
-from settings import Settings
+from service.errors import error_answer
+from service.metrics import Metrics
+from service.predictor import FORMATS, ROWS_FORMAT, Prediction, Predictor
+from service.request_cycle import JSON_MIMETYPE, Recorder, deadline, read_body, request_id, server_timing
+from service.settings import Settings
 
 PATH = "/predict"
 METHOD = "POST"

@@ -1,14 +1,11 @@
-"""What the two HTTP entry points share: the Flask app (``flaskapp.py``) and the ``POST
-/predict`` endpoint mounted in front of it (``predict_endpoint.py``).
-
-Error bodies and their status codes, request ids, the per-request deadline, reading the body,
-and the bookkeeping every answer gets (its headers, the request metrics, the access line).
+"""What every request goes through, whichever entry point answers it (the Flask app of
+``flaskapp.py``, or the ``POST /predict`` endpoint mounted in front of it): its id, its deadline,
+reading its body, and the bookkeeping of its answer (headers, request metrics, access line).
 Plain WSGI and werkzeug: no Flask here.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import signal
@@ -16,86 +13,25 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http import HTTPStatus
 
 from gunicorn.http.errors import ParseException
 from werkzeug import Request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from access_log import AccessLog
-from lib.errors import (
-    ArtifactError,
-    InputError,
-    LimitError,
-    PayloadError,
-    ServiceError,
-    UnsupportedMediaError,
-)
-from metrics import Metrics
+from lib.errors import PayloadError
+from service.access_log import AccessLog
+from service.errors import DeadlineError
+from service.metrics import Metrics
 
-
-class DeadlineError(ServiceError):
-    """A request ran past its time budget; raised from SIGALRM by ``deadline``."""
-
-
-ERROR_STATUS = {
-    PayloadError: 400,
-    LimitError: 413,
-    UnsupportedMediaError: 415,
-    InputError: 422,
-    ArtifactError: 503,
-    DeadlineError: 504,
-}
-ERROR_CODES = {400: "bad_request", 413: "too_large", 415: "unsupported_media_type",
-               422: "invalid_rows", 503: "not_ready", 504: "deadline_exceeded"}
 REQUEST_ID_HEADER = "X-Request-ID"
 MODEL_VERSION_HEADER = "X-Model-Version"
 JSON_MIMETYPE = "application/json"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-UNEXPECTED_MESSAGE = "internal server error; the request id identifies it in the logs"
-
-log = logging.getLogger("predict")
 
 
 def request_id(given: str | None) -> str:
     """The client's X-Request-ID when it is a sane token, else a new random id."""
     return given if given and _REQUEST_ID_RE.fullmatch(given) else os.urandom(16).hex()
-
-
-def error_payload(status: int, message: str, **extra: object) -> dict:
-    """The JSON error object every non-2xx answer carries."""
-    return {"error": ERROR_CODES.get(status) or _status_code_name(status), "message": message, **extra}
-
-
-def _status_code_name(status: int) -> str:
-    try:
-        return re.sub(r"\W+", "_", HTTPStatus(status).phrase).lower()
-    except ValueError:
-        return "error"
-
-
-def error_answer(exc: BaseException, max_body_mb: int, max_listed_errors: int,
-                 request_id: str | None) -> tuple[int, dict]:
-    """The status and JSON error object for an exception raised while answering a request.
-
-    Anything that is neither a service error nor an HTTP error is a bug: it is logged with
-    its traceback and the request id, and the client gets a bare 500.
-    """
-    if isinstance(exc, ServiceError):
-        status = next(s for cls, s in ERROR_STATUS.items() if isinstance(exc, cls))
-        if isinstance(exc, InputError):
-            listed = exc.errors[:max_listed_errors]
-            return status, error_payload(
-                status, str(exc), invalid_row_count=len(exc.invalid_rows), error_count=len(exc.errors),
-                errors=[e.as_dict() for e in listed], errors_truncated=len(listed) < len(exc.errors),
-            )
-        return status, error_payload(status, str(exc))
-    if isinstance(exc, RequestEntityTooLarge):
-        return 413, error_payload(413, f"the body is over the limit of {max_body_mb} MB per request (MAX_BODY_MB)")
-    if isinstance(exc, HTTPException):
-        return exc.code or 500, error_payload(exc.code or 500, exc.description or exc.name)
-    log.error("unhandled error in request %s", request_id, exc_info=exc)
-    return 500, error_payload(500, UNEXPECTED_MESSAGE)
 
 
 def server_timing(phases: dict[str, float]) -> str:

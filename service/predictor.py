@@ -1,22 +1,26 @@
 """The core of POST /predict, on plain values: body bytes in, response body bytes out.
 
-The Flask route only reads the request and calls ``Predictor.predict``; everything about
-the wire format of answers (field names, row and column layouts, inline errors) is here.
+The endpoint only reads the request and calls ``Predictor.predict``; everything about the wire
+format of answers (field names, row and column layouts, inline errors) is here. Bodies are read
+by the reader the app factory hands in (``preprocess_input_json.BodyReader``), so this package
+never imports back up to the root.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import orjson
 
 from lib.artifacts import Stages
+from lib.batch import RawBatch
 from lib.drift import DriftCounts, RangeCheck, count_drift
 from lib.errors import CellError, InputError
 from lib.scorer import Scores, compile_plan, score_batch
-from preprocess_input_json import BatchReader
 
 PROBABILITY = "probability_positiveclass"
 PREDICTED_CLASS = "predicted_class"
@@ -28,6 +32,12 @@ FORMATS = (ROWS_FORMAT, COLUMNS_FORMAT)
 #: Timed phases of a request, in order: body to raw columns, raw cells to numbers and level
 #: codes, imputation + scaling + the model, answer body.
 PHASES = ("decode", "normalise", "score", "encode")
+
+
+class BodyReader(Protocol):
+    """Reads a request body (bytes and its media type) into a batch of the consumed columns."""
+
+    def read(self, body: bytes, mimetype: str | None) -> RawBatch: ...
 
 
 @dataclass(frozen=True)
@@ -46,11 +56,12 @@ class Prediction:
 class Predictor:
     """Scores request bodies with the plan compiled from verified stages; one per process."""
 
-    def __init__(self, stages: Stages, max_rows: int, drift: bool = True):
+    def __init__(self, stages: Stages, make_reader: Callable[[Sequence[str]], BodyReader], drift: bool = True):
+        """``make_reader(consumed_columns)`` builds the body reader, once."""
         self.plan = compile_plan(stages)
         self.ranges = RangeCheck.from_manifest(stages.manifest, self.plan.numeric_columns,
                                                tuple(self.plan.categorical_tables)) if drift else None
-        self.reader = BatchReader(self.plan.consumed_columns, max_rows)
+        self.reader = make_reader(self.plan.consumed_columns)
         self.selected_features = sorted(self.plan.consumed_columns)
         self._rows_template = RowsTemplate(self.selected_features)
 

@@ -28,7 +28,15 @@ from lib.schema import (
     SCHEMA,
     describe_kind,
 )
-from predictor import COLUMNS_FORMAT, FORMATS, PHASES, PREDICTED_CLASS, PROBABILITY, ROWS_FORMAT, SELECTED_FEATURES
+from service.predictor import (
+    COLUMNS_FORMAT,
+    FORMATS,
+    PHASES,
+    PREDICTED_CLASS,
+    PROBABILITY,
+    ROWS_FORMAT,
+    SELECTED_FEATURES,
+)
 
 OPENAPI_VERSION = "3.1.0"
 API_TITLE = "Batch prediction API"

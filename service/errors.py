@@ -1,0 +1,77 @@
+"""Errors of the web layer: which status each exception is answered with, and the JSON error body.
+
+``ERROR_STATUS`` is the one table from the domain's exceptions (``lib.errors``) to HTTP status.
+Anything else that escapes is a bug: logged with its traceback, answered 500 without details.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from http import HTTPStatus
+
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from lib.errors import (
+    ArtifactError,
+    InputError,
+    LimitError,
+    PayloadError,
+    ServiceError,
+    UnsupportedMediaError,
+)
+
+
+class DeadlineError(ServiceError):
+    """A request ran past its time budget; raised from SIGALRM by ``deadline``."""
+
+
+ERROR_STATUS = {
+    PayloadError: 400,
+    LimitError: 413,
+    UnsupportedMediaError: 415,
+    InputError: 422,
+    ArtifactError: 503,
+    DeadlineError: 504,
+}
+ERROR_CODES = {400: "bad_request", 413: "too_large", 415: "unsupported_media_type",
+               422: "invalid_rows", 503: "not_ready", 504: "deadline_exceeded"}
+UNEXPECTED_MESSAGE = "internal server error; the request id identifies it in the logs"
+
+log = logging.getLogger("predict")
+
+
+def error_payload(status: int, message: str, **extra: object) -> dict:
+    """The JSON error object every non-2xx answer carries."""
+    return {"error": ERROR_CODES.get(status) or _status_code_name(status), "message": message, **extra}
+
+
+def _status_code_name(status: int) -> str:
+    try:
+        return re.sub(r"\W+", "_", HTTPStatus(status).phrase).lower()
+    except ValueError:
+        return "error"
+
+
+def error_answer(exc: BaseException, max_body_mb: int, max_listed_errors: int,
+                 request_id: str | None) -> tuple[int, dict]:
+    """The status and JSON error object for an exception raised while answering a request.
+
+    Anything that is neither a service error nor an HTTP error is a bug: it is logged with
+    its traceback and the request id, and the client gets a bare 500.
+    """
+    if isinstance(exc, ServiceError):
+        status = next(s for cls, s in ERROR_STATUS.items() if isinstance(exc, cls))
+        if isinstance(exc, InputError):
+            listed = exc.errors[:max_listed_errors]
+            return status, error_payload(
+                status, str(exc), invalid_row_count=len(exc.invalid_rows), error_count=len(exc.errors),
+                errors=[e.as_dict() for e in listed], errors_truncated=len(listed) < len(exc.errors),
+            )
+        return status, error_payload(status, str(exc))
+    if isinstance(exc, RequestEntityTooLarge):
+        return 413, error_payload(413, f"the body is over the limit of {max_body_mb} MB per request (MAX_BODY_MB)")
+    if isinstance(exc, HTTPException):
+        return exc.code or 500, error_payload(exc.code or 500, exc.description or exc.name)
+    log.error("unhandled error in request %s", request_id, exc_info=exc)
+    return 500, error_payload(500, UNEXPECTED_MESSAGE)

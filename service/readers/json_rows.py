@@ -1,0 +1,96 @@
+"""JSON rows: one object, or an array of objects, keyed by column name.
+
+A typed msgspec decoder materialises only the consumed columns and ``id`` and skips every other
+key in C. Bodies it refuses for reasons other than syntax (a number out of float range, say) are
+re-read by the standard library, so that every such cell can be reported as an invalid value
+instead of failing the whole request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+
+from lib.batch import RawBatch
+from lib.errors import PayloadError
+from lib.schema import ID_KEY
+from service.readers.batch import check_row_count, make_batch
+
+
+class JsonRowsReader:
+    """Reads JSON row bodies into batches of the consumed columns; build once per process."""
+
+    def __init__(self, columns: Sequence[str], max_rows: int):
+        self.columns = tuple(columns)
+        self.max_rows = max_rows
+        fields = [(c, Any, None) for c in self.columns] + [(ID_KEY, Any, None)]
+        row = msgspec.defstruct("Row", fields)
+        self._decoder = msgspec.json.Decoder(row | list[row])
+        self._getters = [attrgetter(c) for c in self.columns]
+        self._get_id = attrgetter(ID_KEY)
+
+    def read(self, body: bytes) -> RawBatch:
+        """Turn a JSON body into a batch; raise PayloadError / LimitError."""
+        try:
+            decoded = self._decoder.decode(body)
+        except msgspec.ValidationError:  # a subclass of DecodeError: catch it first
+            return self._read_slowly(body)
+        except msgspec.DecodeError as exc:
+            raise PayloadError(f"malformed JSON: {_describe_syntax_error(exc, len(body))}") from None
+        except RecursionError:  # msgspec too gives up on deep nesting, even inside skipped keys
+            raise PayloadError("malformed JSON: nested too deeply") from None
+        rows = decoded if isinstance(decoded, list) else [decoded]
+        check_row_count(len(rows), self.max_rows)
+        values = [list(map(get, rows)) for get in self._getters]
+        return make_batch(self.columns, len(rows), values, list(map(self._get_id, rows)))
+
+    def _read_slowly(self, body: bytes) -> RawBatch:
+        """Generic decode for bodies the typed decoder refused: finds the wrong shape or lets
+        out-of-range numbers through as infinities for the normaliser to reject."""
+        try:
+            decoded = json.loads(body, parse_constant=_reject_constant, parse_int=_parse_int)
+        except RecursionError:
+            raise PayloadError("malformed JSON: nested too deeply") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PayloadError(f"malformed JSON: {exc}") from None
+        rows = decoded if isinstance(decoded, list) else [decoded]
+        if not isinstance(decoded, (list, dict)):
+            raise PayloadError(f"expected a JSON object or an array of objects, got {_json_type(decoded)}")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise PayloadError(f"row {i} is not a JSON object (got {_json_type(row)})")
+        check_row_count(len(rows), self.max_rows)
+        values = [[row.get(c) for row in rows] for c in (*self.columns, ID_KEY)]
+        return make_batch(self.columns, len(rows), values[:-1], values[-1])
+
+
+def _parse_int(text: str) -> int | float:
+    # Python refuses to convert integers of more than 4,300 digits; as a float such a number
+    # is an infinity, which the normaliser reports as an invalid cell, not as malformed JSON.
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _describe_syntax_error(exc: Exception, n_bytes: int) -> str:
+    """msgspec's syntax message without its own "JSON is malformed: " prefix (the caller says
+    so already), with the body length when the body was cut short."""
+    message = str(exc).removeprefix("JSON is malformed: ")
+    if "truncated" in message:
+        return f"{message.rstrip('.')} (the body ends after {n_bytes} bytes)"
+    return message
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_type(value: object) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
