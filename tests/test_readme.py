@@ -1,0 +1,257 @@
+"""The README's commands, run as written against a live server, so that the README cannot drift.
+
+Every indented code line of README.md that starts with ``curl `` and targets ``localhost:1313``
+is run with ``bash`` from the project's directory, the address replaced by the test server's;
+its exit code must be 0 and its output of the shape the README describes. The one-row answer must
+be the one the README prints. The files the README sends with ``@`` must exist after setup, and
+every module it runs with ``.venv/bin/python -m`` must be importable.
+
+Skipped: the curl of the training section, whose file is a placeholder for the exercise's own
+test file (``@/path/to/exercise_26_test.csv``), which is not part of the repository;
+tests/test_real_data.py runs that command on a file of the same layout.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import fields
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from lib.schema import ID_KEY
+from service.settings import MB, Settings
+from tests.live_server import PROJECT_DIR
+
+README = (PROJECT_DIR / "README.md").read_text()
+#: The address the README's examples use.
+README_ADDRESS = re.compile(r"\b(?:localhost|127\.0\.0\.1):1313\b")
+#: A path that stands for the reader's own file (the exercise's data), not a file of this project.
+PLACEHOLDER = "/path/to/"
+DATA_OPTIONS = ("-d", "--data", "--data-binary", "--data-raw")
+ROW_KEYS = {"probability_positiveclass", "selected_features", "predicted_class"}
+#: ``GET /model``'s ``limits``, as the README names them, with the defaults it documents.
+DEFAULT_LIMITS = {"max_rows": 100_000, "max_body_bytes": 400 * MB, "timeout_seconds": 300,
+                  "graceful_timeout_seconds": 30, "max_listed_errors": 100}
+
+needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+
+
+def code_lines(text: str) -> list[str]:
+    """The indented code lines of a Markdown text, stripped, a line ending in ``\\`` joined with
+    the next one."""
+    lines, pending = [], ""
+    for line in text.splitlines():
+        if not (line.startswith("    ") or line.startswith("\t")):
+            pending = ""
+            continue
+        code = pending + line.strip()
+        if code.endswith("\\"):
+            pending = code[:-1]
+            continue
+        pending = ""
+        lines.append(code)
+    return lines
+
+
+def service_commands(text: str) -> list[str]:
+    """The README's curl commands against the service."""
+    return [line for line in code_lines(text) if line.startswith("curl ") and README_ADDRESS.search(line)]
+
+
+COMMANDS = service_commands(README)
+
+
+def command_param(command: str):
+    needs_own_file = PLACEHOLDER in command
+    marks = [pytest.mark.skip(reason=f"needs the reader's own file ({PLACEHOLDER}...)")] if needs_own_file else []
+    return pytest.param(command, id=command[:90], marks=marks)
+
+
+def url_of(command: str) -> str:
+    """The URL a README command requests (the ``localhost:1313`` word of its first part)."""
+    words = shlex.split(command.split("|")[0])
+    return next(word for word in words if README_ADDRESS.search(word))
+
+
+def sent_rows(command: str) -> list[dict]:
+    """The rows a ``POST /predict`` command sends: its JSON object or array, or its CSV's rows."""
+    words = shlex.split(command.split("|")[0])
+    data = next(words[i + 1] for i, word in enumerate(words) if word in DATA_OPTIONS)
+    body = (PROJECT_DIR / data[1:]).read_text() if data.startswith("@") else data
+    if "text/csv" in command or data.endswith(".csv"):
+        return list(csv.DictReader(body.splitlines()))
+    rows = json.loads(body)
+    return [rows] if isinstance(rows, dict) else rows
+
+
+def printed_answer(command: str) -> list[dict]:
+    """The answer the README prints after ``command``: the first indented line after it that is JSON."""
+    after = README[README.index(command) + len(command):]
+    line = next(line for line in code_lines(after) if line.startswith(("[", "{")))
+    return json.loads(line)
+
+
+@pytest.fixture(scope="module")
+def run(server):
+    """Runs a README command as written against the live server (once per command); returns its output."""
+    outputs: dict[str, str] = {}
+    address = server.url.removeprefix("http://")
+
+    def run_command(command: str) -> str:
+        if command not in outputs:
+            done = subprocess.run(["bash", "-o", "pipefail", "-c", README_ADDRESS.sub(address, command)],
+                                  cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, f"{command!r} exited with {done.returncode}: {done.stderr[-2000:]}"
+            outputs[command] = done.stdout
+        return outputs[command]
+
+    return run_command
+
+
+def check_rows_answer(answer: object, rows: list[dict]) -> None:
+    """One result per row, in order: a prediction, or (``?errors=inline``) the row's error object."""
+    assert isinstance(answer, list) and len(answer) == len(rows)
+    for index, (result, row) in enumerate(zip(answer, rows, strict=True)):
+        if "errors" in result:
+            assert result["index"] == index and result["errors"]
+            continue
+        assert ROW_KEYS <= set(result) <= ROW_KEYS | {ID_KEY}
+        assert 0.0 <= result["probability_positiveclass"] <= 1.0
+        assert result["predicted_class"] in (0, 1)
+        assert result.get(ID_KEY) == row.get(ID_KEY)
+
+
+def check_columns_answer(answer: object, rows: list[dict]) -> None:
+    """Parallel arrays of one entry per row."""
+    assert isinstance(answer, dict) and ROW_KEYS <= set(answer)
+    assert len(answer["probability_positiveclass"]) == len(answer["predicted_class"]) == len(rows)
+    assert all(0.0 <= p <= 1.0 for p in answer["probability_positiveclass"] if p is not None)
+    assert set(answer["predicted_class"]) <= {0, 1, None}
+    if any(ID_KEY in row for row in rows):
+        assert answer[ID_KEY] == [row.get(ID_KEY) for row in rows]
+
+
+def check_answer(command: str, output: str, model_dir) -> None:
+    """``output`` has the shape the README describes for the path ``command`` requests."""
+    url = urlsplit("http://" + url_of(command).removeprefix("http://"))
+    if url.path == "/metrics":
+        assert "# TYPE model_info gauge" in output
+        return
+    answer = json.loads(output)
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    if url.path == "/predict":
+        rows = sent_rows(command)
+        if parse_qs(url.query).get("format") == ["columns"]:
+            check_columns_answer(answer, rows)
+        else:
+            check_rows_answer(answer, rows)
+    elif url.path == "/health":
+        assert answer == {"status": "ok"}
+    elif url.path == "/ready":
+        assert answer == {"status": "ready", "model_version": manifest["model_version"]}
+    elif url.path == "/model":
+        assert answer["model_version"] == manifest["model_version"]
+        assert answer["limits"] == DEFAULT_LIMITS
+        assert "golden" not in answer
+    elif url.path == "/openapi.json":
+        assert answer["openapi"].startswith("3.1") and "/predict" in answer["paths"]
+    else:
+        pytest.fail(f"no expected answer for {url.path} (README command {command!r}): add one to this test")
+
+
+@pytest.mark.server
+@needs_curl
+@pytest.mark.parametrize("command", [command_param(c) for c in COMMANDS])
+def test_the_readme_command_answers_as_documented(command, run, model_dir):
+    check_answer(command, run(command), model_dir)
+
+
+def test_the_readme_shows_the_examples_of_the_quick_start():
+    required = ["@docs/examples/row.json", "@docs/examples/rows.csv", "@lib/data/test.json", "?format=columns",
+                "/model", "/metrics", "/ready", "/health"]
+    assert [part for part in required if not any(part in command for command in COMMANDS)] == []
+
+
+def one_row_command() -> str:
+    (command,) = [c for c in COMMANDS if "@docs/examples/row.json" in c]
+    return command
+
+
+def printed_probability() -> float:
+    (result,) = printed_answer(one_row_command())
+    return result["probability_positiveclass"]
+
+
+@pytest.mark.server
+@needs_curl
+def test_the_one_row_example_answers_what_the_readme_prints(run):
+    printed = printed_answer(one_row_command())
+    answer = json.loads(run(one_row_command()))
+    # Exactly: the README prints the float as the service encodes it, and scoring is deterministic.
+    assert answer == printed
+
+
+@pytest.mark.server
+@needs_curl
+def test_the_csv_example_scores_the_one_row_example_as_row_r1(run):
+    (command,) = [c for c in COMMANDS if "@docs/examples/rows.csv" in c]
+    answer = json.loads(run(command))
+    assert [result[ID_KEY] for result in answer] == ["r1", "r2", "r3"]
+    assert answer[0]["probability_positiveclass"] == printed_probability()
+    # The messy cells of r2 and r3 change the answer: the example shows more than one row's worth.
+    assert len({result["probability_positiveclass"] for result in answer}) == 3
+
+
+def test_the_example_row_file_is_the_documented_row():
+    from service.openapi import EXAMPLE_ROW
+
+    assert json.loads((PROJECT_DIR / "docs" / "examples" / "row.json").read_text()) == EXAMPLE_ROW
+
+
+SENT_FILES = sorted({path for line in code_lines(README) for path in re.findall(r"(?<![\w/])@([\w./-]+)", line)
+                     if not path.startswith(PLACEHOLDER)})
+
+
+def test_the_readme_sends_the_example_files():
+    assert {"docs/examples/row.json", "docs/examples/rows.csv", "lib/data/test.json"} <= set(SENT_FILES)
+
+
+@pytest.mark.parametrize("path", SENT_FILES)
+def test_every_file_the_readme_sends_exists_after_setup(path, data_dir):
+    assert (PROJECT_DIR / path).is_file()
+
+
+MODULES = sorted(set(re.findall(r"\.venv/bin/python -m ([A-Za-z_][\w.]*)", README)))
+
+
+def test_the_readme_names_the_tools_to_run():
+    assert {"lib.train", "lib.synth", "bench.run", "bench.overhead", "bench.decoders"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_module_the_readme_runs_is_importable(module):
+    assert importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.parametrize("variable", sorted(field.name.upper() for field in fields(Settings)))
+def test_every_setting_is_documented(variable):
+    assert f"`{variable}`" in README
+
+
+@pytest.mark.parametrize("stale", ["KEEPALIVE", "FIGURES_DIR", "SPEC §", "predict_endpoint.py", "http_shared.py",
+                                   "api_schema.py", "JSON is malformed"])
+def test_the_readme_names_nothing_that_is_gone(stale):
+    assert stale not in README
+
+
+def test_the_command_extraction_joins_continued_lines_and_ignores_prose():
+    text = ("prose curl localhost:1313/x\n\n    curl -s localhost:1313/a \\\n        -d '{}'\n"
+            "    # curl localhost:1313/b\n")
+    assert service_commands(text) == ["curl -s localhost:1313/a -d '{}'"]
