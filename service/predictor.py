@@ -34,7 +34,7 @@ FORMATS = (ROWS_FORMAT, COLUMNS_FORMAT)
 PHASES = ("decode", "normalise", "score", "encode")
 
 
-class BodyReader(Protocol):
+class RequestReader(Protocol):
     """Reads a request body (bytes and its media type) into a batch of the consumed columns."""
 
     def read(self, body: bytes, mimetype: str | None) -> RawBatch: ...
@@ -56,7 +56,7 @@ class Prediction:
 class Predictor:
     """Scores request bodies with the plan compiled from verified stages; one per process."""
 
-    def __init__(self, stages: Stages, make_reader: Callable[[Sequence[str]], BodyReader], drift: bool = True):
+    def __init__(self, stages: Stages, make_reader: Callable[[Sequence[str]], RequestReader], drift: bool = True):
         """``make_reader(consumed_columns)`` builds the body reader, once."""
         self.plan = compile_plan(stages)
         self.ranges = RangeCheck.from_manifest(stages.manifest, self.plan.numeric_columns,
