@@ -18,6 +18,7 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from lib.artifacts import load_artifacts, read_manifest, verify_files
 from lib.errors import ArtifactError
+from lib.explain import METHOD as EXPLANATION_METHOD
 from lib.scorer import check_golden
 from preprocess_input_json import BodyReader
 from service import drain
@@ -131,9 +132,11 @@ def create_app(test_config: dict | None = None) -> Flask:
                           "timeout_seconds": settings.gunicorn_timeout,
                           "graceful_timeout_seconds": settings.graceful_timeout,
                           "max_listed_errors": settings.max_listed_errors}
+        card["explanation_method"] = EXPLANATION_METHOD
         return json_response(card)
 
-    app.register_blueprint(docs_blueprint(openapi_document(settings.max_rows, settings.max_body_mb, ERRORS_MODES)))
+    app.register_blueprint(docs_blueprint(openapi_document(settings.max_rows, settings.max_body_mb, ERRORS_MODES,
+                                                           predictor.n_variables)))
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:

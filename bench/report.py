@@ -29,6 +29,8 @@ FLATNESS_MAX = 1.5
 FLATNESS_FROM_ROWS = 1_000
 RSS_MAX_MB = 300.0
 REFERENCE_SPEEDUP_MIN = 5.0
+#: ?explain=3 and ?explain=all against the same 10,000-row request without explain (issue 17).
+EXPLAIN_RATIO_MAX = {"3": 2.0, "all": 4.0}
 
 
 def machine_description() -> dict[str, str]:
@@ -100,6 +102,11 @@ def evaluate(results: dict) -> list[dict]:
          "served": inproc["served_ms"], "floor": inproc["reference_ms"], "floor_is": "reference",
          "ratio": speedup, "passed": speedup >= REFERENCE_SPEEDUP_MIN},
     ]
+    plain = results["explain"]["none"]["p50_ms"]
+    for mode, most in EXPLAIN_RATIO_MAX.items():
+        target = _target(f"10,000-row request with explain={mode}, median end to end (ms)",
+                         f"≤ {most:g}× without", results["explain"][mode]["p50_ms"], plain, lambda r, m=most: r <= m)
+        rows.append({**target, "floor_is": "without explain"})
     return rows
 
 
@@ -215,8 +222,9 @@ load: compare the ratios of one run.
 "Served" is the real app (`gunicorn.conf.py`, `flaskapp:create_app()`), "floor" the app of
 `bench/floor_app.py` (orjson decode, an answer of the same size, no scoring) under the same
 gunicorn settings; both run at once with {results['workers']} workers each, and their requests are
-interleaved so that both see the same machine. Ratios are served / floor, except the last row
-(reference / served).
+interleaved so that both see the same machine. Ratios are served / floor, except the in-process
+row (reference / served) and the two `explain` rows (the served app with `?explain` / the same
+request without it).
 
 ## Details
 
@@ -235,6 +243,9 @@ interleaved so that both see the same machine. Ratios are served / floor, except
 - Reference path: `lib.reference.reference_probabilities` on `pandas.DataFrame(orjson.loads(body))`
   against `Predictor.predict(body)` (decode, score, encode), both in the benchmark process, median
   of {results['in_process']['repeats']} runs; they agree to {results['in_process']['max_abs_diff']:.1e}.
+- `explain`: the 10,000-row request to the served app alone, without `?explain`, with
+  `?explain=3` and with `?explain=all` in turn, {results['explain']['requests']} times each over one
+  connection; every answer checked, reasons counted; medians.
 - Start-up: from spawning gunicorn to the first 200 of `/ready`; and, in a fresh process, the
   time to import `flaskapp` and to run `create_app()` (what a cold worker start costs; with
   `preload_app` a replacement worker is only a fork of the master).

@@ -44,6 +44,8 @@ SERVED, FLOOR = "served", "floor"
 FLOOR_APP = "bench.floor_app:create_app()"
 WORKERS = 2
 LARGE_ROWS = 10_000
+#: ``?explain=`` values the explained request is timed with -> reasons per row (None: no explain).
+EXPLAIN_MODES = {"none": None, "3": 3, "all": 25}
 HUGE_ROWS = 100_000
 
 
@@ -148,6 +150,30 @@ class Bench:
             out[name] = {"p50_ms": summary["p50"], "p95_ms": summary["p95"],
                          "response_mb": entry["response_bytes"] / 1e6, "seconds": entry["seconds"]}
         return out
+
+    def explained(self) -> dict:
+        """The served app's 10,000-row request without ``explain``, with ``explain=3`` and with
+        ``explain=all``, interleaved; every answer checked, and each row's reasons counted."""
+        job = batch_job(LARGE_ROWS, len(self.rows))
+        body = request_body(job, self.rows)
+        client, seen = self.clients["served"], self.seen["served"]
+        seconds: dict[str, list[float]] = {mode: [] for mode in EXPLAIN_MODES}
+        for i in range(self.profile.large_requests):
+            for mode, reasons in (EXPLAIN_MODES.items() if i % 2 == 0 else reversed(EXPLAIN_MODES.items())):
+                path = PREDICT_PATH + (f"?explain={mode}" if reasons is not None else "")
+                try:
+                    reply = client.post_json(path, body)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise BenchError(f"served app, explain={mode}: {type(exc).__name__}: {exc}") from None
+                problem = check_answer(reply.status, reply.body, job.rows, seen)
+                if not problem and reasons is not None:
+                    counts = {len(r.get("reasons", ())) for r in orjson.loads(reply.body)}
+                    problem = None if counts == {reasons} else f"rows with {sorted(counts)} reasons, not {reasons}"
+                if problem:
+                    raise BenchError(f"served app, explain={mode}: {problem}")
+                seconds[mode].append(reply.seconds)
+        return {"rows": LARGE_ROWS, "requests": self.profile.large_requests,
+                **{mode: {"p50_ms": latency_summary(values)["p50"]} for mode, values in seconds.items()}}
 
     def per_row(self) -> list[dict]:
         """Median request time and cost per row at each size of the profile."""
@@ -277,6 +303,8 @@ def run(args: argparse.Namespace) -> dict:
         log(f"10,000-row request x {profile.large_requests} per app")
         results["large"] = bench.large()
         at_large = bench.peak_rss()
+        log(f"10,000-row request with explain=3 and explain=all x {profile.large_requests}")
+        results["explain"] = bench.explained()
         results["load"] = bench.load(args.load_tool, args.connections, args.threads, work_dir)
         results["per_row"] = bench.per_row()
         at_huge = bench.peak_rss() if HUGE_ROWS in profile.per_row_requests else {}

@@ -39,6 +39,8 @@ class ScoringPlan:
     categorical_tables: dict[str, np.ndarray]
     threshold: float
     consumed_columns: tuple[str, ...]
+    #: The model's dummy variables: (variable, its column, the level code that switches it on).
+    dummies: tuple[tuple[str, str, int], ...] = ()
 
     @cached_property
     def numeric_lists(self) -> tuple[list[float], list[float], list[float], list[float]]:
@@ -81,7 +83,7 @@ def compile_plan(stages: Stages) -> ScoringPlan:
     if exog_names != variables:
         raise ArtifactError(f"model.pkl variables {exog_names} differ from the manifest's {variables}")
     params = np.asarray(stages.model.params, dtype=np.float64)
-    numeric, tables = [], {}
+    numeric, tables, dummies = [], {}, []
     for variable, coef in zip(variables, params, strict=True):
         if variable in NUMERIC_COLUMNS:
             numeric.append((variable, coef))
@@ -89,7 +91,9 @@ def compile_plan(stages: Stages) -> ScoringPlan:
         column, level = variable.split("_", 1)
         levels = LEVELS[kind_of(column)]
         table = tables.setdefault(column, np.zeros(len(levels) + 1))
-        table[len(levels) if level == NAN_LEVEL else levels.index(level)] = coef
+        code = len(levels) if level == NAN_LEVEL else levels.index(level)
+        table[code] = coef
+        dummies.append((variable, column, code))
     positions = [NUMERIC_COLUMNS.index(name) for name, _ in numeric]
     consumed = {source_column(v) for v in variables}
     return ScoringPlan(
@@ -101,6 +105,7 @@ def compile_plan(stages: Stages) -> ScoringPlan:
         categorical_tables=tables,
         threshold=stages.threshold,
         consumed_columns=tuple(c for c in COLUMNS if c in consumed),
+        dummies=tuple(dummies),
     )
 
 

@@ -21,7 +21,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from lib.errors import InputError, PayloadError
 from service.errors import error_answer
 from service.metrics import Metrics
-from service.predictor import FORMATS, ROWS_FORMAT, Prediction, Predictor
+from service.predictor import EXPLAIN_ALL, FORMATS, ROWS_FORMAT, Prediction, Predictor
 from service.request_cycle import JSON_MIMETYPE, Recorder, deadline, read_body, request_id, server_timing
 from service.settings import Settings
 
@@ -71,13 +71,26 @@ class PredictEndpoint:
         args = request.args if request.environ.get("QUERY_STRING") else {}
         fmt = args.get("format", ROWS_FORMAT)
         errors_mode = args.get("errors", "reject")
+        explain = self._explain(args.get("explain"))
         if fmt not in FORMATS:
             raise PayloadError(f"format must be one of {', '.join(FORMATS)}, got {fmt[:40]!r}")
         if errors_mode not in ERRORS_MODES:
             raise PayloadError(f"errors must be one of {', '.join(ERRORS_MODES)}, got {errors_mode[:40]!r}")
         with deadline(self.settings.deadline_seconds, self.deadline_message):
             body = read_body(request, self.settings.max_body_bytes)
-            return self.predictor.predict(body, request.mimetype, fmt, inline_errors=errors_mode == "inline")
+            return self.predictor.predict(body, request.mimetype, fmt, inline_errors=errors_mode == "inline",
+                                          explain=explain)
+
+    def _explain(self, value: str | None) -> int | None:
+        """How many reasons per row ``?explain=`` asks for: None without it, every one for ``all``."""
+        most = self.predictor.n_variables
+        if value is None:
+            return None
+        if value == EXPLAIN_ALL:
+            return most
+        if value.isascii() and value.isdigit() and 1 <= int(value) <= most:
+            return int(value)
+        raise PayloadError(f"explain must be an integer from 1 to {most} or {EXPLAIN_ALL!r}, got {value[:40]!r}")
 
 
 def mount(flask_wsgi_app: Callable, endpoint: PredictEndpoint) -> Callable:

@@ -17,6 +17,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from lib.errors import InvalidValue
+from lib.explain import LOWERS, METHOD, NEUTRAL, RAISES
 from lib.normalize import parse_category, parse_currency, parse_number, parse_percent
 from lib.schema import (
     ALIASES,
@@ -30,10 +31,12 @@ from lib.schema import (
 )
 from service.predictor import (
     COLUMNS_FORMAT,
+    EXPLAIN_ALL,
     FORMATS,
     PHASES,
     PREDICTED_CLASS,
     PROBABILITY,
+    REASONS,
     ROWS_FORMAT,
     SELECTED_FEATURES,
 )
@@ -175,6 +178,16 @@ RowSchema = _OpenSchema.from_dict(
     {**{c.name: _cell(c.kind) for c in SCHEMA}, ID_KEY: RowId()}, name="Row",
 )
 
+ReasonSchema = _OpenSchema.from_dict({
+    "variable": fields.String(required=True, metadata={"description": "model variable, e.g. x12 or x81_October"}),
+    "column": fields.String(required=True, metadata={"description": "the raw column it comes from"}),
+    "value": fields.Raw(required=True, allow_none=True, metadata={
+        "description": "the normalised input: a number, the row's level for a dummy, null where missing"}),
+    "contribution": fields.Float(required=True, metadata={"description": "its term of the row's logit"}),
+    "direction": fields.String(required=True, validate=validate.OneOf([RAISES, LOWERS, NEUTRAL]),
+                               metadata={"description": "raises (> 0), lowers (< 0) or none (0)"}),
+}, name="Reason")
+
 PredictionSchema = _OpenSchema.from_dict({
     PROBABILITY: fields.Float(required=True, metadata={"description": "probability of the positive class"}),
     SELECTED_FEATURES: fields.List(fields.String(), required=True,
@@ -182,6 +195,8 @@ PredictionSchema = _OpenSchema.from_dict({
     PREDICTED_CLASS: fields.Integer(required=True, validate=validate.OneOf([0, 1]),
                                     metadata={"description": "1 when the probability reaches the threshold"}),
     ID_KEY: RowId(),
+    REASONS: fields.List(fields.Nested(ReasonSchema), metadata={
+        "description": "with ?explain only: the largest contributions to the logit, largest first"}),
 }, name="Prediction")
 
 CellMessageSchema = _OpenSchema.from_dict({
@@ -201,6 +216,8 @@ PredictionColumnsSchema = _OpenSchema.from_dict({
     PREDICTED_CLASS: fields.List(fields.Integer(allow_none=True, validate=validate.OneOf([0, 1])), required=True),
     ID_KEY: fields.List(RowId(), metadata={"description": "present when some row has an id"}),
     "errors": fields.List(fields.Nested(RowErrorSchema), metadata={"description": "errors=inline only"}),
+    REASONS: fields.List(fields.List(fields.Nested(ReasonSchema)), metadata={
+        "description": "with ?explain only: each row's reasons, null for an invalid row"}),
 }, name="PredictionColumns")
 
 CellErrorSchema = _OpenSchema.from_dict({
@@ -228,7 +245,8 @@ VariableSchema = _OpenSchema.from_dict({
 
 LimitsSchema = _OpenSchema.from_dict({
     "max_rows": fields.Integer(required=True), "max_body_bytes": fields.Integer(required=True),
-    "timeout_seconds": fields.Integer(required=True),
+    "timeout_seconds": fields.Integer(required=True), "graceful_timeout_seconds": fields.Integer(required=True),
+    "max_listed_errors": fields.Integer(required=True),
 }, name="Limits")
 
 ModelCardSchema = _OpenSchema.from_dict({
@@ -246,6 +264,7 @@ ModelCardSchema = _OpenSchema.from_dict({
     "files": fields.Dict(keys=fields.String(), values=fields.String(), required=True,
                          metadata={"description": "sha256 of each artifact"}),
     "limits": fields.Nested(LimitsSchema, required=True),
+    "explanation_method": fields.String(required=True, metadata={"description": "how ?explain's reasons are made"}),
 }, name="ModelCard")
 
 
@@ -269,7 +288,7 @@ _COMMON_HEADERS = {
 }
 
 
-def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, ...]) -> dict:
+def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, ...], n_variables: int) -> dict:
     """The OpenAPI 3.1 document of the service (build once per process: it takes ~50 ms)."""
     spec = APISpec(title=API_TITLE, version=API_VERSION, openapi_version=OPENAPI_VERSION,
                    plugins=[MarshmallowPlugin()], info={"description": _DESCRIPTION})
@@ -290,6 +309,10 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
                                                           "default": errors_modes[0]},
              "description": "`reject`: any invalid row answers 422 and nothing is scored; "
                             "`inline`: an error object stands in for each invalid row"},
+            {"name": "explain", "in": "query",
+             "schema": {"type": "string", "enum": [*map(str, range(1, n_variables + 1)), EXPLAIN_ALL]},
+             "description": f"`N` (1 to {n_variables}) or `{EXPLAIN_ALL}`: each scored row gains `reasons`, its N "
+                            f"largest contributions to the logit, largest first (ties by variable name). {METHOD}"},
         ],
         "requestBody": {"required": True, "content": {
             "application/json": {

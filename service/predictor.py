@@ -20,12 +20,16 @@ from lib.artifacts import Stages
 from lib.batch import RawBatch
 from lib.drift import DriftCounts, RangeCheck, count_drift
 from lib.errors import CellError, InputError
+from lib.explain import Explainer
 from lib.scorer import Scores, compile_plan, score_batch
 
 PROBABILITY = "probability_positiveclass"
 PREDICTED_CLASS = "predicted_class"
 SELECTED_FEATURES = "selected_features"
 ROW_ID = "id"
+REASONS = "reasons"
+#: ``?explain=`` value asking for every variable's contribution.
+EXPLAIN_ALL = "all"
 ROWS_FORMAT = "rows"
 COLUMNS_FORMAT = "columns"
 FORMATS = (ROWS_FORMAT, COLUMNS_FORMAT)
@@ -62,12 +66,21 @@ class Predictor:
         self.ranges = RangeCheck.from_manifest(stages.manifest, self.plan.numeric_columns,
                                                tuple(self.plan.categorical_tables)) if drift else None
         self.reader = make_reader(self.plan.consumed_columns)
+        self.explainer = Explainer(self.plan)
         self.selected_features = sorted(self.plan.consumed_columns)
         self._rows_template = RowsTemplate(self.selected_features)
 
+    @property
+    def n_variables(self) -> int:
+        """How many variables the model has: the most reasons a row can get."""
+        return len(self.explainer.variables)
+
     def predict(self, body: bytes, mimetype: str | None, fmt: str = ROWS_FORMAT,
-                inline_errors: bool = False) -> Prediction:
-        """Score every row of ``body``; raise InputError if a row is invalid and not ``inline_errors``."""
+                inline_errors: bool = False, explain: int | None = None) -> Prediction:
+        """Score every row of ``body``; raise InputError if a row is invalid and not ``inline_errors``.
+
+        With ``explain``, each scored row also gets its ``explain`` largest reasons (lib.explain).
+        """
         started = time.perf_counter()
         batch = self.reader.read(body, mimetype)
         decoded = time.perf_counter()
@@ -80,7 +93,8 @@ class Predictor:
         classes = scores.classes
         n_positive = int(classes[0]) if len(classes) == 1 else int(classes.sum())  # .sum() of one costs more
         n_positive -= sum(int(classes[i]) for i in invalid)
-        answer = encode(scores, batch.ids, invalid)
+        reasons = None if explain is None else self.explainer.reasons(scores, explain, invalid)
+        answer = encode(scores, batch.ids, invalid, reasons)
         encoded = time.perf_counter()
         return Prediction(
             body=answer,
@@ -93,8 +107,8 @@ class Predictor:
             drift=None if self.ranges is None else count_drift(self.ranges, scores.numeric, scores.codes, invalid),
         )
 
-    def _encode_rows(self, scores: Scores, ids, invalid: set[int]) -> bytes:
-        if ids is None and not invalid:
+    def _encode_rows(self, scores: Scores, ids, invalid: set[int], reasons: list | None) -> bytes:
+        if ids is None and not invalid and reasons is None:
             return self._rows_template.encode(scores.probabilities, scores.classes)
         features = self.selected_features
         rows = [
@@ -105,11 +119,14 @@ class Predictor:
             for row, row_id in zip(rows, ids, strict=True):
                 if row_id is not None:
                     row[ROW_ID] = row_id
+        if reasons is not None:
+            for row, row_reasons in zip(rows, reasons, strict=True):
+                row[REASONS] = row_reasons
         for index, cell_errors in _group_by_row(scores.errors, invalid).items():
             rows[index] = row_error(index, cell_errors)
         return orjson.dumps(rows)
 
-    def _encode_columns(self, scores: Scores, ids, invalid: set[int]) -> bytes:
+    def _encode_columns(self, scores: Scores, ids, invalid: set[int], reasons: list | None) -> bytes:
         probabilities = scores.probabilities.tolist()
         classes = scores.classes.tolist()
         for index in invalid:
@@ -117,6 +134,8 @@ class Predictor:
         out = {SELECTED_FEATURES: self.selected_features, PROBABILITY: probabilities, PREDICTED_CLASS: classes}
         if ids is not None:
             out[ROW_ID] = list(ids)
+        if reasons is not None:
+            out[REASONS] = reasons
         if invalid:
             out["errors"] = [row_error(i, errs) for i, errs in _group_by_row(scores.errors, invalid).items()]
         return orjson.dumps(out)

@@ -46,7 +46,11 @@ def test_quick_run_writes_results_and_keeps_the_notes(model_dir, tmp_path):
     (results_file,) = (tmp_path / "results").glob("*-quick/results.json")
     results = json.loads(results_file.read_text())
 
-    assert len(results["targets"]) == 6
+    assert len(results["targets"]) == 8
+    assert [t["name"].split(", median")[0] for t in results["targets"][-2:]] == [
+        "10,000-row request with explain=3", "10,000-row request with explain=all"]
+    assert {mode: results["explain"][mode]["p50_ms"] > 0 for mode in ("none", "3", "all")} == {
+        "none": True, "3": True, "all": True}
     assert all(t["served"] > 0 and t["floor"] > 0 for t in results["targets"]), results["targets"]
     assert [e["rows"] for e in results["per_row"]] == [1, 10, 100, 1_000, 10_000]
     for name in ("served", "floor"):

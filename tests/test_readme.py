@@ -115,14 +115,16 @@ def run(server):
     return run_command
 
 
-def check_rows_answer(answer: object, rows: list[dict]) -> None:
-    """One result per row, in order: a prediction, or (``?errors=inline``) the row's error object."""
+def check_rows_answer(answer: object, rows: list[dict], reasons: int | None = None) -> None:
+    """One result per row, in order: a prediction (with ``reasons`` of that many entries when
+    asked for), or (``?errors=inline``) the row's error object."""
     assert isinstance(answer, list) and len(answer) == len(rows)
     for index, (result, row) in enumerate(zip(answer, rows, strict=True)):
         if "errors" in result:
             assert result["index"] == index and result["errors"]
             continue
-        assert ROW_KEYS <= set(result) <= ROW_KEYS | {ID_KEY}
+        assert ROW_KEYS <= set(result) <= ROW_KEYS | {ID_KEY} | ({"reasons"} if reasons else set())
+        assert len(result.get("reasons", ())) == (reasons or 0)
         assert 0.0 <= result["probability_positiveclass"] <= 1.0
         assert result["predicted_class"] in (0, 1)
         assert result.get(ID_KEY) == row.get(ID_KEY)
@@ -148,10 +150,13 @@ def check_answer(command: str, output: str, model_dir) -> None:
     manifest = json.loads((model_dir / "manifest.json").read_text())
     if url.path == "/predict":
         rows = sent_rows(command)
-        if parse_qs(url.query).get("format") == ["columns"]:
+        query = parse_qs(url.query)
+        explain = query.get("explain", [None])[0]
+        reasons = len(manifest["variables"]) if explain == "all" else int(explain) if explain else None
+        if query.get("format") == ["columns"]:
             check_columns_answer(answer, rows)
         else:
-            check_rows_answer(answer, rows)
+            check_rows_answer(answer, rows, reasons)
     elif url.path == "/health":
         assert answer == {"status": "ok"}
     elif url.path == "/ready":
@@ -180,8 +185,16 @@ def test_the_readme_shows_the_examples_of_the_quick_start():
 
 
 def one_row_command() -> str:
-    (command,) = [c for c in COMMANDS if "@docs/examples/row.json" in c]
+    (command,) = [c for c in COMMANDS if "@docs/examples/row.json" in c and "?" not in c]
     return command
+
+
+@pytest.mark.server
+@needs_curl
+@pytest.mark.parametrize("command", [c for c in COMMANDS if "@docs/examples/row.json" in c])
+def test_every_example_of_the_one_row_answers_what_the_readme_prints(command, run):
+    # Exactly: the README prints the floats as the service encodes them, and scoring is deterministic.
+    assert json.loads(run(command)) == printed_answer(command)
 
 
 def printed_probability() -> float:
