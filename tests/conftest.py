@@ -9,10 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import requests
+import statsmodels.api as sm
 
-from lib.artifacts import load_artifacts
+from lib.artifacts import Stages, load_artifacts
+from lib.features import design_matrix, normalize_frame
+from lib.schema import CATEGORICAL_COLUMNS
 from lib.synth import TEST_FILE, TRAIN_FILE
 from tests.live_server import PROJECT_DIR, LiveServer
 
@@ -45,6 +50,22 @@ def model_dir(data_dir) -> Path:
 def stages(model_dir):
     """The verified, unpickled stages."""
     return load_artifacts(model_dir)
+
+
+@pytest.fixture(scope="session")
+def probe_stages(stages, test_rows) -> Stages:
+    """A logit on all 121 features over the trained imputer, scaler and levels: every level and
+    `_nan` indicator that the 25-variable model leaves at zero gets a coefficient."""
+    rng = np.random.default_rng(5)
+    raw = pd.DataFrame(test_rows[:5000])
+    for column in CATEGORICAL_COLUMNS:  # make every `_nan` indicator common enough to fit
+        raw[column] = raw[column].astype(object).where(rng.random(len(raw)) >= 0.1, None)
+    design = design_matrix(normalize_frame(raw), stages.imputer, stages.scaler, stages.levels)
+    beta = rng.normal(0.0, 0.3, design.shape[1])
+    y = (rng.random(len(design)) < 1.0 / (1.0 + np.exp(-design.to_numpy() @ beta))).astype(np.int64)
+    model = sm.Logit(y, design).fit(disp=0)
+    manifest = {**stages.manifest, "variables": [{"name": name} for name in design.columns]}
+    return Stages(imputer=stages.imputer, scaler=stages.scaler, model=model, manifest=manifest)
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,9 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-import statsmodels.api as sm
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lib.artifacts import Stages
 from lib.batch import RawBatch
 from lib.explain import METHOD, Explainer
 from lib.features import NAN_LEVEL, design_matrix, normalize_frame
@@ -29,21 +27,6 @@ TOLERANCE = 1e-9
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 REASON_KEYS = ["variable", "column", "value", "contribution", "direction"]
-
-
-@pytest.fixture(scope="module")
-def probe_stages(stages, test_rows) -> Stages:
-    """A logit on all 121 features over the trained imputer, scaler and levels."""
-    rng = np.random.default_rng(7)
-    raw = pd.DataFrame(test_rows[:5000])
-    for column in CATEGORICAL_COLUMNS:  # make every `_nan` indicator common enough to fit
-        raw[column] = raw[column].astype(object).where(rng.random(len(raw)) >= 0.1, None)
-    design = design_matrix(normalize_frame(raw), stages.imputer, stages.scaler, stages.levels)
-    beta = rng.normal(0.0, 0.3, design.shape[1])
-    y = (rng.random(len(design)) < 1.0 / (1.0 + np.exp(-design.to_numpy() @ beta))).astype(np.int64)
-    model = sm.Logit(y, design).fit(disp=0)
-    manifest = {**stages.manifest, "variables": [{"name": name} for name in design.columns]}
-    return Stages(imputer=stages.imputer, scaler=stages.scaler, model=model, manifest=manifest)
 
 
 @pytest.fixture(scope="module", params=["trained", "probe"])

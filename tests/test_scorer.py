@@ -10,12 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import statsmodels.api as sm
 
 from lib.artifacts import Stages
 from lib.batch import RawBatch
 from lib.errors import ArtifactError, InputError
-from lib.features import design_matrix, normalize_frame
 from lib.normalize import REASON_OVERFLOW, rejection_reason
 from lib.reference import reference_classes, reference_probabilities
 from lib.schema import ALIASES, CATEGORICAL_COLUMNS, COLUMNS, LEVELS, kind_of
@@ -53,21 +51,6 @@ def assert_parity(model, rows: list[dict]) -> np.ndarray:
 
 def with_cell(row: dict, column: str, value) -> dict:
     return {**row, column: value}
-
-
-@pytest.fixture(scope="module")
-def probe_stages(stages, test_rows) -> Stages:
-    """A logit on all 121 features over the trained imputer, scaler and levels."""
-    rng = np.random.default_rng(5)
-    raw = pd.DataFrame(test_rows[:5000])
-    for column in CATEGORICAL_COLUMNS:  # make every `_nan` indicator common enough to fit
-        raw[column] = raw[column].astype(object).where(rng.random(len(raw)) >= 0.1, None)
-    design = design_matrix(normalize_frame(raw), stages.imputer, stages.scaler, stages.levels)
-    beta = rng.normal(0.0, 0.3, design.shape[1])
-    y = (rng.random(len(design)) < 1.0 / (1.0 + np.exp(-design.to_numpy() @ beta))).astype(np.int64)
-    model = sm.Logit(y, design).fit(disp=0)
-    manifest = {**stages.manifest, "variables": [{"name": name} for name in design.columns]}
-    return Stages(imputer=stages.imputer, scaler=stages.scaler, model=model, manifest=manifest)
 
 
 @pytest.fixture(scope="module")
