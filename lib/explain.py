@@ -18,7 +18,7 @@ from functools import cached_property
 import numpy as np
 
 from lib.schema import LEVELS, kind_of
-from lib.scorer import Scores, ScoringPlan
+from lib.scorer import Scores, ScoringPlan, numeric_terms
 
 METHOD = ("Each reason is one variable's term of the row's logit (coefficient × scaled value for a "
           "numeric variable, the coefficient of the present level for a dummy, 0 for an absent one); "
@@ -50,11 +50,8 @@ class Explainer:
         plan, position = self.plan, {v: j for j, v in enumerate(self.variables)}
         terms = np.zeros((len(scores.probabilities), len(self.variables)))
         if plan.numeric_columns:
-            imputed = np.where(np.isnan(scores.numeric), plan.fill, scores.numeric)
-            with np.errstate(over="ignore", invalid="ignore"):
-                # The scorer's own expression, so that each term is the one it added up.
-                numeric_terms = np.multiply((imputed - plan.center) / plan.scale, plan.coef)
-            terms[:, [position[c] for c in plan.numeric_columns]] = numeric_terms
+            # The scorer's own terms, so that they add up to the logit it computed.
+            terms[:, [position[c] for c in plan.numeric_columns]] = numeric_terms(plan, scores.numeric)
         for variable, column, code in plan.dummies:
             coef = plan.categorical_tables[column][code]
             terms[:, position[variable]] = np.where(scores.codes[column] == code, coef, 0.0)
@@ -102,13 +99,16 @@ class Explainer:
         """Rows × ``variables`` (objects): each row's normalised input value of each variable's column."""
         numeric = {c: j for j, c in enumerate(self.plan.numeric_columns)}
         values = np.empty((len(scores.probabilities), len(self.variables)), dtype=object)
+        by_column: dict[str, np.ndarray] = {}  # a column's dummies share its values
         for k, column in enumerate(self.columns):
-            if column in numeric:
-                cells = scores.numeric[:, numeric[column]]
-                values[:, k] = np.where(np.isnan(cells), None, cells.astype(object))
-            else:
-                levels = np.array([*LEVELS[kind_of(column)], None], dtype=object)
-                values[:, k] = levels[scores.codes[column]]
+            if column not in by_column:
+                if column in numeric:
+                    cells = scores.numeric[:, numeric[column]]
+                    by_column[column] = np.where(np.isnan(cells), None, cells.astype(object))
+                else:
+                    levels = np.array([*LEVELS[kind_of(column)], None], dtype=object)
+                    by_column[column] = levels[scores.codes[column]]
+            values[:, k] = by_column[column]
         return values
 
 

@@ -109,6 +109,16 @@ def compile_plan(stages: Stages) -> ScoringPlan:
     )
 
 
+def numeric_terms(plan: ScoringPlan, numeric: np.ndarray) -> np.ndarray:
+    """Rows × numeric variables: each one's term of the logit. Missing values (NaN) are imputed,
+    then scaled exactly as SimpleImputer and StandardScaler do, then multiplied by the coefficient."""
+    imputed = np.where(np.isnan(numeric), plan.fill, numeric)
+    # Huge (finite, valid) inputs overflow to ±inf: one infinite term is a probability of 0 or 1,
+    # two of opposite signs make the row unscorable (score_batch reports it).
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.multiply((imputed - plan.center) / plan.scale, plan.coef)
+
+
 def score_batch(plan: ScoringPlan, batch: RawBatch) -> Scores:
     """Normalise the consumed columns of ``batch`` and score every row.
 
@@ -136,11 +146,8 @@ def score_batch(plan: ScoringPlan, batch: RawBatch) -> Scores:
     # One term per variable group and row: the numeric terms impute, then scale exactly as
     # SimpleImputer and StandardScaler do; each categorical column adds its level's coefficient.
     terms = np.empty((n, n_numeric + len(codes)), dtype=np.float64)
-    imputed = np.where(np.isnan(numeric), plan.fill, numeric)
-    # Huge (finite, valid) inputs overflow to ±inf: one infinite term is a probability of 0 or 1,
-    # two of opposite signs are caught below.
+    terms[:, :n_numeric] = numeric_terms(plan, numeric)
     with np.errstate(over="ignore", invalid="ignore"):
-        np.multiply((imputed - plan.center) / plan.scale, plan.coef, out=terms[:, :n_numeric])
         for j, (name, table) in enumerate(plan.categorical_tables.items(), start=n_numeric):
             terms[:, j] = table[codes[name]]
         # A running sum along each row adds the terms left to right whatever the batch size (a

@@ -5,8 +5,8 @@ context, routing, hooks and response object than in decoding, scoring and encodi
 (docs/PERFORMANCE.md); here the request is a bare werkzeug ``Request`` (the body with
 werkzeug's own length checks, the query, the Content-Type) and the answer goes straight to
 ``start_response``. Errors, headers, metrics and the access line come from ``service.errors``
-and ``service.request_cycle``, as for Flask's routes. Every other request, including other methods on /predict (405 from
-Flask's routing), goes to Flask.
+and ``service.request_cycle``, as for Flask's routes. Every other request, including other
+methods on /predict (405 from Flask's routing), goes to Flask.
 """
 
 from __future__ import annotations
