@@ -230,6 +230,8 @@ def normalize_numeric(name: str, values: Sequence) -> tuple[np.ndarray, dict[int
     Returns the array and ``{row index: message}`` for invalid cells (set to NaN).
     """
     kind = kind_of(name)
+    if isinstance(values, np.ndarray):  # float64 from a table reader: only infinities get here
+        values = values.tolist()
     array = _fast_numeric(kind, values) if len(values) else np.empty(0)
     if array is not None:
         return array, {}
@@ -248,18 +250,25 @@ def normalize_numeric(name: str, values: Sequence) -> tuple[np.ndarray, dict[int
 _PLAIN_NUMBER_TYPES = frozenset({float, int, _NONE_TYPE})
 
 
+def _is_plain(values: Sequence) -> bool:
+    if isinstance(values, np.ndarray):
+        return values.dtype == np.float64
+    return set(map(type, values)) <= _PLAIN_NUMBER_TYPES
+
+
 def normalize_numeric_columns(
     names: Sequence[str], columns: Sequence[Sequence]
 ) -> tuple[np.ndarray, dict[str, dict[int, str]]]:
     """Normalise several numeric columns into one ``(rows, columns)`` float64 matrix.
 
-    Columns of JSON numbers and nulls only (the usual case) are converted together in one
-    call; the others column by column with ``normalize_numeric``. Returns the matrix and, per
-    column with invalid cells, ``{row index: message}``.
+    Columns of JSON numbers and nulls only (the usual case), and float64 arrays (NaN = missing)
+    from table readers, are converted together in one call; the others column by column with
+    ``normalize_numeric``. Returns the matrix and, per column with invalid cells,
+    ``{row index: message}``.
     """
     n_rows = len(columns[0]) if columns else 0
     matrix = np.empty((n_rows, len(names)), dtype=np.float64)
-    plain = [j for j, values in enumerate(columns) if set(map(type, values)) <= _PLAIN_NUMBER_TYPES]
+    plain = [j for j, values in enumerate(columns) if _is_plain(values)]
     if plain:
         try:
             block = np.array([columns[j] for j in plain], dtype=np.float64).T

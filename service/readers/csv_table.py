@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from lib.batch import RawBatch
+from lib.batch import RawBatch, make_batch
 from lib.errors import PayloadError
 from lib.schema import ID_KEY
-from service.readers.batch import check_row_count, make_batch
+from service.readers.batch import check_row_count
 
 
 class CsvReader:

@@ -15,10 +15,10 @@ from typing import Any
 
 import msgspec
 
-from lib.batch import RawBatch
+from lib.batch import RawBatch, make_batch
 from lib.errors import PayloadError
 from lib.schema import ID_KEY
-from service.readers.batch import check_row_count, make_batch
+from service.readers.batch import check_row_count
 
 
 class JsonRowsReader:
