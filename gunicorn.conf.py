@@ -4,7 +4,7 @@ import os
 import shutil
 import tempfile
 
-from service import drain, one_write_response
+from service import drain, one_write_response, streaming
 from service.settings import Settings
 
 _settings = Settings.from_env()
@@ -53,6 +53,11 @@ def when_ready(server):
     """Behind a balancer that checks /ready, DRAIN_SECONDS makes SIGTERM drain first (drain.py)."""
     if _settings.drain_seconds > 0:
         drain.install(server, _settings.drain_seconds)
+
+
+def post_worker_init(worker):
+    """A stream may outlast GUNICORN_TIMEOUT: it reports to the arbiter after each chunk."""
+    streaming.set_heartbeat(worker.notify)
 
 
 def pre_request(worker, req):

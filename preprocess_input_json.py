@@ -15,21 +15,37 @@ from collections.abc import Sequence
 from lib.batch import RawBatch
 from lib.errors import PayloadError, UnsupportedMediaError
 from lib.schema import COLUMNS, ID_KEY
-from service.readers import ALIASES, CSV, JSON, READERS
+from service.readers import ALIASES, CSV, JSON, JSON_COLUMNS, READERS, media_types
 
 _JSON_START = (b"[", b"{")
 _CONTENT_RE = re.compile(rb"[^ \t\r\n]")
 
 
-def detect_format(body: bytes, mimetype: str | None) -> str:
-    """The registered media type to read ``body`` as.
+def declared_format(mimetype: str | None) -> str:
+    """The registered media type a Content-Type value names (aliases resolved), else the value."""
+    mimetype = (mimetype or "").lower()
+    return ALIASES.get(mimetype, mimetype)
+
+
+def detect_format(body: bytes, mimetype: str | None, layout: str = "rows") -> str:
+    """The registered format to read ``body`` as.
 
     A declared registered type wins, except that a JSON body is accepted whatever the
     Content-Type says (``curl -d`` sends form-urlencoded); an undeclared body whose first line is
-    a header of schema columns is read as CSV; anything else is unsupported.
+    a header of schema columns is read as CSV; anything else is unsupported. A JSON body with
+    ``layout`` "columns" (``?input=columns``) is read as JSON columns; other formats refuse it.
     """
+    found = _detect_format(body, mimetype)
+    if layout == "columns":
+        if found != JSON:
+            raise PayloadError(f"input=columns applies to JSON bodies, not to {found}")
+        return JSON_COLUMNS
+    return found
+
+
+def _detect_format(body: bytes, mimetype: str | None) -> str:
     mimetype = (mimetype or "").lower()
-    declared = ALIASES.get(mimetype, mimetype)
+    declared = declared_format(mimetype)
     if declared in READERS and declared != JSON:
         return declared
     head = _content(body)
@@ -44,7 +60,7 @@ def detect_format(body: bytes, mimetype: str | None) -> str:
     except (ValueError, RecursionError):
         raise UnsupportedMediaError(
             f"the body is neither JSON nor CSV (Content-Type {mimetype[:40] or 'absent'}); "
-            f"send one of: {', '.join(READERS)} (CSV with a header row)"
+            f"send one of: {', '.join(media_types())} (CSV with a header row)"
         ) from None
     return JSON
 
@@ -56,11 +72,18 @@ class BodyReader:
         self.columns = tuple(columns)
         self.readers = {media_type: reader(self.columns, max_rows) for media_type, reader in READERS.items()}
 
-    def read(self, body: bytes, mimetype: str | None) -> RawBatch:
-        """Turn a request body into a batch; raise PayloadError / UnsupportedMediaError / LimitError."""
+    def streamed_reader(self, mimetype: str | None):
+        """The reader of a format read in chunks while the body arrives (NDJSON), else None."""
+        reader = self.readers.get(declared_format(mimetype))
+        return reader if getattr(reader, "streamed", False) else None
+
+    def read(self, body: bytes, mimetype: str | None, layout: str = "rows") -> RawBatch:
+        """Turn a whole request body into a batch; raise PayloadError / UnsupportedMediaError / LimitError."""
+        if self.streamed_reader(mimetype) is not None:
+            raise PayloadError(f"{declared_format(mimetype)} bodies are streamed: they are not read whole")
         if _CONTENT_RE.search(body) is None:
             raise PayloadError("the body is empty: send a JSON object, a JSON array of objects, or CSV")
-        return self.readers[detect_format(body, mimetype)].read(body)
+        return self.readers[detect_format(body, mimetype, layout)].read(body)
 
 
 def _content(body: bytes) -> bytes:

@@ -99,8 +99,8 @@ def result_table(probabilities: np.ndarray, classes: np.ndarray, invalid: set[in
                  reasons: Sequence | None = None) -> pa.Table:
     """Scores as a table: ``probability_positiveclass`` (float64) and ``predicted_class`` (int8),
     null for the ``invalid`` rows; ``id`` when ``ids`` are given; ``error`` (null for scored rows,
-    else each invalid cell as ``column: message``, joined by ``; ``) when ``errors`` are given;
-    ``reasons`` (a list of reason structs per row) when given."""
+    else each invalid cell as ``column: message``, one a line) when ``errors`` are given;
+    ``reasons`` when given."""
     mask = None
     if invalid:
         mask = np.zeros(len(probabilities), dtype=bool)
@@ -130,5 +130,5 @@ def _row_messages(n_rows: int, errors: Sequence[CellError]) -> list[str | None]:
     messages: list[str | None] = [None] * n_rows
     for error in errors:
         text = f"{error.column}: {error.message}"
-        messages[error.index] = text if messages[error.index] is None else f"{messages[error.index]}; {text}"
+        messages[error.index] = text if messages[error.index] is None else f"{messages[error.index]}\n{text}"
     return messages

@@ -19,11 +19,14 @@ from werkzeug import Request
 from werkzeug.http import HTTP_STATUS_CODES
 
 from lib.errors import InputError, PayloadError
+from service.answers import ANSWER_ALIASES, ANSWER_TYPES, FORMATS, JSON, NDJSON, ROWS_FORMAT
 from service.errors import error_answer
 from service.metrics import Metrics
-from service.predictor import EXPLAIN_ALL, FORMATS, ROWS_FORMAT, Prediction, Predictor
-from service.request_cycle import JSON_MIMETYPE, Recorder, deadline, read_body, request_id, server_timing
-from service.settings import Settings
+from service.predictor import EXPLAIN_ALL, Prediction, Predictor
+from service.readers import INPUT_LAYOUTS
+from service.request_cycle import ArrivingBody, Recorder, deadline, read_body, request_id, server_timing
+from service.settings import MB, Settings
+from service.streaming import NdjsonStream, StreamLimits, StreamTotals
 
 PATH = "/predict"
 METHOD = "POST"
@@ -46,7 +49,14 @@ class PredictEndpoint:
         rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
         request = Request(environ)
         request.max_content_length = self.settings.max_body_bytes
-        headers = [("Content-Type", JSON_MIMETYPE)]
+        stream_reader = self.predictor.reader.streamed_reader(request.mimetype)
+        if stream_reader is not None:
+            try:
+                explain = self._stream_options(request)
+            except PayloadError as exc:
+                return self._answer_error(exc, rid, started, request, start_response)
+            return self._stream(request, stream_reader, explain, rid, started, start_response)
+        headers = [("Content-Type", JSON)]
         rows = invalid_rows = 0
         try:
             result = self._predict(request)
@@ -58,9 +68,8 @@ class PredictEndpoint:
             body = orjson.dumps(payload)
         else:
             status, body, rows, invalid_rows = 200, result.body, result.n_rows, result.n_invalid
-            self.metrics.observe_prediction(result.n_rows, result.n_rows - result.n_invalid, result.n_invalid,
-                                            result.n_positive, result.errors, result.phases, result.drift)
-            headers.append(("Server-Timing", server_timing(result.phases)))
+            self._observe(result)
+            headers = [("Content-Type", result.media_type), ("Server-Timing", server_timing(result.phases))]
         headers.append(("Content-Length", str(len(body))))
         headers += self.recorder.finish(rid, started, METHOD, PATH, PATH, status, request.content_length or 0,
                                         len(body), rows, invalid_rows)
@@ -69,17 +78,63 @@ class PredictEndpoint:
 
     def _predict(self, request: Request) -> Prediction:
         args = request.args if request.environ.get("QUERY_STRING") else {}
-        fmt = args.get("format", ROWS_FORMAT)
-        errors_mode = args.get("errors", "reject")
+        fmt = _choice(args, "format", FORMATS)
+        errors_mode = _choice(args, "errors", ERRORS_MODES)
+        layout = _choice(args, "input", INPUT_LAYOUTS)
         explain = self._explain(args.get("explain"))
-        if fmt not in FORMATS:
-            raise PayloadError(f"format must be one of {', '.join(FORMATS)}, got {fmt[:40]!r}")
-        if errors_mode not in ERRORS_MODES:
-            raise PayloadError(f"errors must be one of {', '.join(ERRORS_MODES)}, got {errors_mode[:40]!r}")
+        answer = JSON
+        if request.environ.get("HTTP_ACCEPT"):
+            offered = request.accept_mimetypes.best_match([*ANSWER_TYPES, *ANSWER_ALIASES], default=JSON)
+            answer = ANSWER_ALIASES.get(offered, offered)
         with deadline(self.settings.deadline_seconds, self.deadline_message):
             body = read_body(request, self.settings.max_body_bytes)
             return self.predictor.predict(body, request.mimetype, fmt, inline_errors=errors_mode == "inline",
-                                          explain=explain)
+                                          explain=explain, layout=layout, answer=answer)
+
+    def _observe(self, result: Prediction) -> None:
+        self.metrics.observe_prediction(result.n_rows, result.n_rows - result.n_invalid, result.n_invalid,
+                                        result.n_positive, result.errors, result.phases, result.drift)
+
+    def _answer_error(self, exc: Exception, rid: str, started: float, request: Request,
+                      start_response: Callable) -> Iterable[bytes]:
+        status, payload = error_answer(exc, self.settings.max_body_mb, self.settings.max_listed_errors, rid)
+        body = orjson.dumps(payload)
+        headers = [("Content-Type", JSON), ("Content-Length", str(len(body)))]
+        headers += self.recorder.finish(rid, started, METHOD, PATH, PATH, status, 0, len(body))
+        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", headers)
+        return [body]
+
+    def _stream_options(self, request: Request) -> int | None:
+        """The query of a streamed request: only ``explain``; every row is answered inline."""
+        args = request.args if request.environ.get("QUERY_STRING") else {}
+        for name, allowed in (("format", ROWS_FORMAT), ("errors", "inline"), ("input", "rows")):
+            if args.get(name, allowed) != allowed:
+                raise PayloadError(f"{name}={args[name][:40]!r} does not apply to a stream ({NDJSON}): its answer "
+                                   "is NDJSON, one line a row, with an error object in place of an invalid row")
+        return self._explain(args.get("explain"))
+
+    def _stream(self, request: Request, reader, explain: int | None, rid: str, started: float,
+                start_response: Callable) -> Iterable[bytes]:
+        """Answer an NDJSON body chunk by chunk (service.streaming) as it arrives."""
+        settings = self.settings
+        sock = request.environ.get("gunicorn.socket")
+        if sock is not None:  # bounds every wait on the client, reading its rows or writing answers
+            sock.settimeout(settings.stream_idle_limit)
+
+        def start(status: int, error_body: bytes | None) -> None:
+            headers = [("Content-Type", NDJSON)]
+            if error_body is not None:
+                headers = [("Content-Type", JSON), ("Content-Length", str(len(error_body)))]
+            start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", headers + self.recorder.headers(rid))
+
+        def on_end(totals: StreamTotals) -> None:
+            self.recorder.record(rid, started, METHOD, PATH, PATH, totals.status, totals.bytes_in, totals.bytes_out,
+                                 totals.rows, totals.invalid_rows)
+
+        limits = StreamLimits(settings.stream_max_body_mb * MB, settings.stream_timeout, settings.stream_idle_limit,
+                              settings.stream_chunk_rows)
+        return NdjsonStream(self.predictor, reader, ArrivingBody(request.environ["wsgi.input"], sock), limits,
+                            explain, start, self._observe, on_end, rid)
 
     def _explain(self, value: str | None) -> int | None:
         """How many reasons per row ``?explain=`` asks for: None without it, every one for ``all``."""
@@ -91,6 +146,14 @@ class PredictEndpoint:
         if value.isascii() and value.isdigit() and 1 <= int(value) <= most:
             return int(value)
         raise PayloadError(f"explain must be an integer from 1 to {most} or {EXPLAIN_ALL!r}, got {value[:40]!r}")
+
+
+def _choice(args, name: str, allowed: tuple[str, ...]) -> str:
+    """The value of query parameter ``name``, one of ``allowed`` (the first by default)."""
+    value = args.get(name, allowed[0])
+    if value not in allowed:
+        raise PayloadError(f"{name} must be one of {', '.join(allowed)}, got {value[:40]!r}")
+    return value
 
 
 def mount(flask_wsgi_app: Callable, endpoint: PredictEndpoint) -> Callable:

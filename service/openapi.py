@@ -29,17 +29,17 @@ from lib.schema import (
     SCHEMA,
     describe_kind,
 )
-from service.predictor import (
+from service.answers import (
     COLUMNS_FORMAT,
-    EXPLAIN_ALL,
     FORMATS,
-    PHASES,
     PREDICTED_CLASS,
     PROBABILITY,
     REASONS,
     ROWS_FORMAT,
     SELECTED_FEATURES,
 )
+from service.predictor import EXPLAIN_ALL, PHASES
+from service.readers import ARROW, INPUT_LAYOUTS, NDJSON, PARQUET
 
 OPENAPI_VERSION = "3.1.0"
 API_TITLE = "Batch prediction API"
@@ -234,6 +234,12 @@ ErrorSchema = _OpenSchema.from_dict({
     "errors_truncated": fields.Boolean(metadata={"description": "422 only"}),
 }, name="Error")
 
+StreamEndSchema = _OpenSchema.from_dict({
+    "error": fields.String(required=True, metadata={"description": "a short code: bad_request, too_large, ..."}),
+    "message": fields.String(required=True, metadata={"description": "why the stream ended; never the payload"}),
+    "rows_answered": fields.Integer(required=True, metadata={"description": "rows answered before it ended"}),
+}, name="StreamEnd")
+
 HealthSchema = _OpenSchema.from_dict({"status": fields.String(required=True)}, name="Health")
 ReadySchema = _OpenSchema.from_dict(
     {"status": fields.String(required=True), "model_version": fields.String(required=True)}, name="Ready")
@@ -270,6 +276,12 @@ ModelCardSchema = _OpenSchema.from_dict({
 
 # --- The OpenAPI document -----------------------------------------------------------------
 
+def _binary(description: str) -> dict:
+    return {"schema": {"type": "string", "format": "binary", "description": description}}
+
+
+
+
 def _json(schema: object) -> dict:
     return {"application/json": {"schema": schema}}
 
@@ -294,13 +306,19 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
                    plugins=[MarshmallowPlugin()], info={"description": _DESCRIPTION})
     for name, schema in (("Row", RowSchema), ("Prediction", PredictionSchema), ("RowError", RowErrorSchema),
                          ("PredictionColumns", PredictionColumnsSchema), ("Error", ErrorSchema),
+                         ("StreamEnd", StreamEndSchema),
                          ("Health", HealthSchema), ("Ready", ReadySchema), ("ModelCard", ModelCardSchema)):
         spec.components.schema(name, schema=schema)
     rows = {"type": "array", "items": _ref("Row"), "minItems": 1, "maxItems": max_rows}
     spec.path("/predict", operations={"post": {
         "summary": "Score 1 to N rows, answering in input order",
-        "description": f"At most {max_rows:,} rows and {max_body_mb} MB per request. A JSON body is accepted "
-                       "whatever the Content-Type says; CSV needs a header row.",
+        "description": f"At most {max_rows:,} rows and {max_body_mb} MB per request (NDJSON streams excepted). "
+                       "A JSON body is accepted whatever the Content-Type says; CSV needs a header row; Arrow "
+                       "and Parquet columns are taken by name. `Accept: " + ARROW + "` or `" + PARQUET +
+                       "` asks for the answer as a table: `" + PROBABILITY + "` (float64), `" + PREDICTED_CLASS +
+                       "` (int8), `id` when rows have ids, `error` (text, null for scored rows) with "
+                       "`errors=inline`, `reasons` (each row's JSON) with `explain`. An `" + NDJSON + "` body "
+                       "is streamed: read, scored and answered in chunks, one answer line per row, in order.",
         "parameters": [
             {"name": "format", "in": "query", "schema": {"type": "string", "enum": list(FORMATS),
                                                           "default": ROWS_FORMAT},
@@ -309,6 +327,10 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
                                                           "default": errors_modes[0]},
              "description": "`reject`: any invalid row answers 422 and nothing is scored; "
                             "`inline`: an error object stands in for each invalid row"},
+            {"name": "input", "in": "query", "schema": {"type": "string", "enum": list(INPUT_LAYOUTS),
+                                                         "default": INPUT_LAYOUTS[0]},
+             "description": "how a JSON body lays out its rows: `rows` (an object or an array of objects) or "
+                            "`columns` (one object of column name to array of cells, all of one length)"},
             {"name": "explain", "in": "query",
              "schema": {"type": "string", "enum": [*map(str, range(1, n_variables + 1)), EXPLAIN_ALL]},
              "description": f"`N` (1 to {n_variables}) or `{EXPLAIN_ALL}`: each scored row gains `reasons`, its N "
@@ -326,19 +348,34 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
                 },
             },
             "text/csv": {"schema": {"type": "string"}, "example": "x5,x12,x81\nmonday,\"$5,547.78\",October\n"},
+            ARROW: _binary("an Arrow IPC stream: numeric columns as integers or floats, messy values as strings "
+                           "(plain or dictionary-encoded)"),
+            PARQUET: _binary("a Parquet file, columns as for Arrow; also `application/x-parquet`"),
+            NDJSON: {"schema": {"type": "array", "items": _ref("Row"), "minItems": 1, "description": (
+                "the rows, one row object a line (NDJSON), streamed (chunked transfer encoding welcome); the "
+                "row and body limits do not apply, STREAM_MAX_BODY_MB and STREAM_TIMEOUT do")}},
         }},
         "responses": {
             "200": {"description": "one answer per input row, in input order", "headers": {
                 **_COMMON_HEADERS,
                 "Server-Timing": {"description": "duration of each phase in ms: " + ", ".join(PHASES),
                                   "schema": {"type": "string"}},
-            }, "content": _json({"anyOf": [
-                {"type": "array", "items": {"anyOf": [_ref("Prediction"), _ref("RowError")]}},
-                _ref("PredictionColumns"),
-            ]})},
-            "400": _error("malformed JSON or CSV, wrong shape, no rows, bad query parameter"),
+            }, "content": {
+                **_json({"anyOf": [
+                    {"type": "array", "items": {"anyOf": [_ref("Prediction"), _ref("RowError")]}},
+                    _ref("PredictionColumns"),
+                ]}),
+                ARROW: _binary("the answer table as an Arrow IPC stream"),
+                PARQUET: _binary("the answer table as a Parquet file"),
+                NDJSON: {"schema": {"type": "array", "items": {"anyOf": [
+                    _ref("Prediction"), _ref("RowError"), _ref("StreamEnd")]}, "description": (
+                    "for an NDJSON body, one object a line: per row, in order, a Prediction or a RowError (its "
+                    "index counted over the whole stream); a stream that ends early (a malformed line, "
+                    "STREAM_MAX_BODY_MB, STREAM_TIMEOUT, a stalled client) ends with a StreamEnd line")}},
+            }},
+            "400": _error("malformed JSON or CSV, not Arrow or Parquet, wrong shape, no rows, bad query parameter"),
             "413": _error("body or row count over the limit"),
-            "415": _error("the body is neither JSON nor CSV"),
+            "415": _error("the body is in none of the accepted formats"),
             "422": _error("invalid rows (every one listed, up to a cap); nothing scored"),
             "500": _error("unexpected error; the request id identifies it in the logs"),
             "504": _error("the request ran out of time; send fewer rows per request"),
@@ -369,9 +406,11 @@ def _get(spec: APISpec, path: str, summary: str, schema: dict, more: dict | None
 
 _DESCRIPTION = """\
 Scores customers with the segmentation logistic model. `POST /predict` takes one row (a JSON
-object) or many (a JSON array, or CSV with a header row) of the raw 100-column table `x0..x99`,
-exactly as the source systems emit it, and answers for every row, in the same order, the
-probability of the positive class and the predicted class.
+object) or many (a JSON array of rows or, with `?input=columns`, an object of columns; CSV with a
+header row; an Arrow IPC stream; a Parquet file; an NDJSON stream) of the raw 100-column table
+`x0..x99`, exactly as the source systems emit it, and answers for every row, in the same order,
+the probability of the positive class and the predicted class: as JSON, or as an Arrow or
+Parquet table when `Accept` asks for one, or as NDJSON lines for a stream.
 
 Only the columns the model consumes are validated (`GET /model` lists them); other columns and
 unknown keys are ignored. Missing values are imputed as at training.

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from gunicorn.http.errors import ParseException
+from gunicorn.http.body import ChunkedReader, LengthReader
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -91,6 +94,79 @@ def read_body(request: Request, max_bytes: int) -> bytes:
     return body
 
 
+class ArrivingBody:
+    """The request body piece by piece as it arrives, for a body read while the client still
+    sends it: each piece is what gunicorn already holds or one receive from the socket.
+
+    gunicorn's own ``read(n)`` waits until ``n`` bytes are in, which would hold back rows a
+    client has sent while it waits for their answers. This reads from gunicorn's body readers
+    (chunked or Content-Length; the pinned gunicorn's, checked by tests/test_streaming.py) and
+    falls back to ``read(block)`` on any other server. Iterating raises NoMoreData (an OSError)
+    if the client ends the connection before the body's end, TimeoutError if the socket's
+    timeout passes without data.
+    """
+
+    def __init__(self, wsgi_input, sock: socket.socket | None = None, block: int = 1 << 20):
+        self.input = wsgi_input
+        self.sock = sock
+        self.block = block
+
+    def __iter__(self) -> Iterator[bytes]:
+        reader = getattr(self.input, "reader", None)
+        if isinstance(reader, ChunkedReader | LengthReader):
+            held = self.input.buf.getvalue()  # what an earlier read(n) took beyond n
+            if isinstance(reader, ChunkedReader):
+                held += reader.buf.getvalue()
+            if held:
+                yield held
+        if isinstance(reader, ChunkedReader):
+            if reader.parser is not None:
+                parser, reader.parser = reader.parser, None
+                yield from parser
+        elif isinstance(reader, LengthReader):
+            while reader.length > 0:
+                piece = reader.unreader.read(None, read_ahead=min(reader.length, self.block))
+                if not piece:
+                    raise NoMoreData()
+                if len(piece) > reader.length:  # the client's next bytes are not this body's
+                    reader.unreader.unread(piece[reader.length:])
+                    piece = piece[:reader.length]
+                reader.length -= len(piece)
+                yield piece
+        else:
+            while piece := self.input.read(self.block):
+                yield piece
+
+    def paused(self, seconds: float) -> bool:
+        """True when no more of the body arrives within ``seconds``: nothing read ahead is held
+        and the socket stays quiet, but for the CRLF that ends a chunk of chunked encoding
+        (gunicorn reads it with the next chunk's size). Always False without a socket (a test
+        client's body is all there)."""
+        if self.sock is None:
+            return False
+        unreader = getattr(getattr(self.input, "reader", None), "unreader", None)
+        if unreader is not None:
+            unreader.buf.seek(0, os.SEEK_END)
+            if unreader.buf.tell():
+                return False
+        deadline = time.monotonic() + seconds
+        while True:
+            readable, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
+            if not readable:
+                return True
+            waiting = self.sock.recv(3, socket.MSG_PEEK)
+            if waiting not in (b"\r", b"\r\n"):  # data, or the end of the connection
+                return False
+            if time.monotonic() >= deadline:
+                return True
+            time.sleep(_CRLF_POLL_SECONDS)
+
+
+#: How often ``ArrivingBody.paused`` looks again when only a chunk's CRLF has arrived (select
+#: reports the socket readable as long as those two bytes wait there).
+_CRLF_POLL_SECONDS = 0.01
+
+
 class Recorder:
     """Finishes every answer the same way, whichever entry point made it: the request-id,
     model-version and nosniff headers, the request metrics and the access line."""
@@ -103,6 +179,17 @@ class Recorder:
     def finish(self, request_id: str, started: float, method: str, path: str, endpoint: str, status: int,
                bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0) -> list[tuple[str, str]]:
         """Record one answered request; return the headers to add to its answer."""
+        self.record(request_id, started, method, path, endpoint, status, bytes_in, bytes_out, rows, invalid_rows)
+        return self.headers(request_id)
+
+    def headers(self, request_id: str) -> list[tuple[str, str]]:
+        """The headers every answer carries (a stream sends them before its rows are counted)."""
+        return [(REQUEST_ID_HEADER, request_id), (MODEL_VERSION_HEADER, self.model_version),
+                ("X-Content-Type-Options", "nosniff")]
+
+    def record(self, request_id: str, started: float, method: str, path: str, endpoint: str, status: int,
+               bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0) -> None:
+        """The request metrics and the access line of one answered request."""
         seconds = time.perf_counter() - started
         self.metrics.observe_request(endpoint, method, status, seconds)
         if self.access_log is not None:
@@ -112,5 +199,3 @@ class Recorder:
                 "status": status, "rows": rows, "invalid_rows": invalid_rows, "duration_ms": round(seconds * 1000, 3),
                 "bytes_in": bytes_in, "bytes_out": bytes_out, "pid": os.getpid(),
             })
-        return [(REQUEST_ID_HEADER, request_id), (MODEL_VERSION_HEADER, self.model_version),
-                ("X-Content-Type-Options", "nosniff")]

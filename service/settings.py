@@ -42,6 +42,12 @@ class Settings:
     model_dir: Path = PROJECT_DIR / "lib" / "model_components"
     allow_version_mismatch: bool = False
     max_listed_errors: int = 100
+    # NDJSON streams (service/streaming.py): body limit in MB (0: none), seconds for a whole
+    # stream, seconds of waiting on the client in either direction, rows per chunk.
+    stream_max_body_mb: int = 0
+    stream_timeout: int = 3600
+    stream_idle_seconds: int = 60
+    stream_chunk_rows: int = 10_000
     log_level: str = "info"
     # Off only to measure what observability costs (bench/overhead.py).
     metrics_enabled: bool = True
@@ -57,6 +63,12 @@ class Settings:
         """How long the app works on one /predict request before answering 504: a fifth less
         than GUNICORN_TIMEOUT, so that it answers before gunicorn kills the worker."""
         return self.gunicorn_timeout * 0.8
+
+    @property
+    def stream_idle_limit(self) -> float:
+        """How long a stream waits on its client: STREAM_IDLE_SECONDS, but at most the request
+        deadline, since gunicorn kills a worker that is silent (waiting) for GUNICORN_TIMEOUT."""
+        return min(float(self.stream_idle_seconds), self.deadline_seconds)
 
     @property
     def bind_address(self) -> str:
@@ -98,8 +110,11 @@ class Settings:
 
     def validate(self) -> None:
         """Refuse nonsensical values with a message naming the variable."""
-        for name in ("web_concurrency", "gunicorn_timeout", "max_rows", "max_body_mb", "max_listed_errors"):
+        for name in ("web_concurrency", "gunicorn_timeout", "max_rows", "max_body_mb", "max_listed_errors",
+                     "stream_timeout", "stream_idle_seconds", "stream_chunk_rows"):
             if getattr(self, name) < 1:
                 raise SystemExit(f"{name.upper()} must be at least 1, got {getattr(self, name)}")
+        if self.stream_max_body_mb < 0:
+            raise SystemExit(f"STREAM_MAX_BODY_MB must be 0 (no limit) or more, got {self.stream_max_body_mb}")
         if self.drain_seconds < 0:
             raise SystemExit(f"DRAIN_SECONDS must be 0 or more, got {self.drain_seconds}")

@@ -12,10 +12,10 @@ import pytest
 
 from lib.reference import reference_classes, reference_probabilities
 from lib.schema import COLUMNS
+from service.answers import PREDICTED_CLASS as CLASS
+from service.answers import PROBABILITY
+from service.answers import SELECTED_FEATURES as FEATURES
 from service.openapi import EXAMPLE_ROW
-from service.predictor import PREDICTED_CLASS as CLASS
-from service.predictor import PROBABILITY
-from service.predictor import SELECTED_FEATURES as FEATURES
 from tests.live_server import LiveServer
 
 pytestmark = pytest.mark.server

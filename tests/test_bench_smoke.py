@@ -46,12 +46,18 @@ def test_quick_run_writes_results_and_keeps_the_notes(model_dir, tmp_path):
     (results_file,) = (tmp_path / "results").glob("*-quick/results.json")
     results = json.loads(results_file.read_text())
 
-    assert len(results["targets"]) == 8
-    assert [t["name"].split(", median")[0] for t in results["targets"][-2:]] == [
-        "10,000-row request with explain=3", "10,000-row request with explain=all"]
+    assert len(results["targets"]) == 13
+    assert [t["name"].split(", median")[0] for t in results["targets"][5:10]] == [
+        "10,000-row request with explain=3", "10,000-row request with explain=all", "10,000 rows as Arrow IPC",
+        "10,000 rows as Parquet", "10,000 rows as JSON columns"]
+    assert [t["name"].split(" (")[0] for t in results["targets"][10:]] == [
+        "NDJSON, 20,000 rows in one stream", "NDJSON streams up to 20,000 rows: worker peak RSS",
+        "NDJSON per-row cost"]
+    assert [e["rows"] for e in results["streams"]["sizes"]] == [10_000, 20_000]
+    assert all(e["answer_mb"] > 0 and e["rows_per_s"] > 0 for e in results["streams"]["sizes"])
     assert {mode: results["explain"][mode]["p50_ms"] > 0 for mode in ("none", "3", "all")} == {
         "none": True, "3": True, "all": True}
-    assert all(t["served"] > 0 and t["floor"] > 0 for t in results["targets"]), results["targets"]
+    assert all(t["served"] > 0 and (t["floor"] is None or t["floor"] > 0) for t in results["targets"])
     assert [e["rows"] for e in results["per_row"]] == [1, 10, 100, 1_000, 10_000]
     for name in ("served", "floor"):
         assert results["load"][name]["requests"] > 0

@@ -25,6 +25,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.ndjson_client import OpenStream
 from tests.live_server import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -526,3 +527,22 @@ def test_killed_replica_costs_no_request(cluster, test_rows, test_body):
     access_log = (cluster["run_dir"] / "nginx-access.log").read_text()
     replayed = re.findall(rf"upstream=127\.0\.0\.1:{victim_port}, 127\.0\.0\.1:\d+ ", access_log)
     assert replayed, "no request was retried away from the killed replica"
+
+
+@needs_nginx
+@pytest.mark.server
+def test_a_stream_goes_through_nginx_unbuffered_both_ways(cluster, test_rows):
+    # Each piece of rows is answered before the next is sent (the replica answers what it has when
+    # the client pauses): nginx holds back neither the body nor the answer.
+    block = b"".join(json.dumps({"id": i, **test_rows[i]}).encode() + b"\n" for i in range(100))
+    with OpenStream(cluster["url"], "explain=1") as stream:
+        for sent in (100, 200, 300):
+            stream.send(block)
+            assert len(stream.read_lines(sent)) == sent
+        assert stream.response.status == 200
+        assert stream.response.getheader("Content-Type") == "application/x-ndjson"
+        stream.end()
+        assert len(stream.read_lines(301)) == 300  # and the answer ends with the body
+    answers = [json.loads(line) for line in stream.lines]
+    assert [answer["id"] for answer in answers] == list(range(100)) * 3
+    assert all(len(answer["reasons"]) == 1 for answer in answers)

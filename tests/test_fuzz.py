@@ -35,9 +35,9 @@ from lib.schema import (
     PERCENT,
     kind_of,
 )
-from service.predictor import PREDICTED_CLASS as CLASS
-from service.predictor import PROBABILITY
-from service.predictor import SELECTED_FEATURES as FEATURES
+from service.answers import PREDICTED_CLASS as CLASS
+from service.answers import PROBABILITY
+from service.answers import SELECTED_FEATURES as FEATURES
 from service.readers import CSV, accepted_names
 
 pytestmark = pytest.mark.server

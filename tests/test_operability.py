@@ -336,7 +336,8 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server, tmp_
         [sys.executable, "-m", "schemathesis.cli", "run", server.url + "/openapi.json", "--checks", checks,
          "--max-examples", "30", "--seed", "7", "--workers", "2", "--no-shrink", "--request-timeout", "30"],
         cwd=tmp_path, capture_output=True, text=True, timeout=180,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR), "NO_COLOR": "1"},
+        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR), "NO_COLOR": "1",
+             "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks"},
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert "No issues found" in run.stdout

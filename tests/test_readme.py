@@ -2,7 +2,9 @@
 
 Every indented code line of README.md that starts with ``curl `` and targets ``localhost:1313``
 is run with ``bash`` from the project's directory, the address replaced by the test server's;
-its exit code must be 0 and its output of the shape the README describes. The one-row answer must
+its exit code must be 0 and its output (or the file it writes with ``-o``) of the shape the
+README describes. The README's ``.venv/bin/python -c`` lines, which make the input files of
+those commands, run first; ``/tmp/`` in any of them stands for a private directory of the test. The one-row answer must
 be the one the README prints. The files the README sends with ``@`` must exist after setup, and
 every module it runs with ``.venv/bin/python -m`` must be importable.
 
@@ -21,8 +23,12 @@ import shlex
 import shutil
 import subprocess
 from dataclasses import fields
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lib.schema import ID_KEY
@@ -65,7 +71,17 @@ def service_commands(text: str) -> list[str]:
     return [line for line in code_lines(text) if line.startswith("curl ") and README_ADDRESS.search(line)]
 
 
+def setup_commands(text: str) -> list[str]:
+    """The README's one-line Python programs that make the input files of the curl commands."""
+    return [line for line in code_lines(text) if line.startswith(".venv/bin/python -c ")]
+
+
 COMMANDS = service_commands(README)
+SETUP = setup_commands(README)
+#: Where the README's commands keep their files.
+README_TMP = "/tmp/"
+NDJSON = "application/x-ndjson"
+TABLE_TYPES = ("application/vnd.apache.parquet", "application/vnd.apache.arrow.stream")
 
 
 def command_param(command: str):
@@ -80,15 +96,29 @@ def url_of(command: str) -> str:
     return next(word for word in words if README_ADDRESS.search(word))
 
 
-def sent_rows(command: str) -> list[dict]:
-    """The rows a ``POST /predict`` command sends: its JSON object or array, or its CSV's rows."""
+def sent_rows(command: str, tmp: Path) -> list[dict]:
+    """The rows a ``POST /predict`` command sends: its JSON object, array or columns, its CSV's
+    rows, its NDJSON lines, its Parquet file's rows."""
     words = shlex.split(command.split("|")[0])
-    data = next(words[i + 1] for i, word in enumerate(words) if word in DATA_OPTIONS)
-    body = (PROJECT_DIR / data[1:]).read_text() if data.startswith("@") else data
+    data = next(words[i + 1] for i, word in enumerate(words) if word in (*DATA_OPTIONS, "-T"))
+    path = Path(data.removeprefix("@").replace(README_TMP, f"{tmp}/"))
+    if data.endswith(".parquet"):
+        return pd.read_parquet(PROJECT_DIR / path).to_dict(orient="records")
+    body = (PROJECT_DIR / path).read_text() if data.startswith("@") or "-T" in words else data
     if "text/csv" in command or data.endswith(".csv"):
         return list(csv.DictReader(body.splitlines()))
+    if NDJSON in command:
+        return [json.loads(line) for line in body.splitlines() if line.strip()]
     rows = json.loads(body)
+    if "input=columns" in command:
+        return [dict(zip(rows, cells, strict=True)) for cells in zip(*rows.values(), strict=True)]
     return [rows] if isinstance(rows, dict) else rows
+
+
+def written_file(command: str, tmp: Path) -> Path | None:
+    """The file a command writes its answer to (``-o``), if any."""
+    words = shlex.split(command)
+    return Path(words[words.index("-o") + 1].replace(README_TMP, f"{tmp}/")) if "-o" in words else None
 
 
 def printed_answer(command: str) -> list[dict]:
@@ -99,14 +129,26 @@ def printed_answer(command: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def run(server):
+def readme_tmp(tmp_path_factory, data_dir) -> Path:
+    """The test's stand-in for the README's /tmp/, holding the files its setup lines make."""
+    tmp = tmp_path_factory.mktemp("readme")
+    for command in SETUP:
+        done = subprocess.run(["bash", "-c", command.replace(README_TMP, f"{tmp}/")], cwd=PROJECT_DIR,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{command!r} exited with {done.returncode}: {done.stderr[-2000:]}"
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def run(server, readme_tmp):
     """Runs a README command as written against the live server (once per command); returns its output."""
     outputs: dict[str, str] = {}
     address = server.url.removeprefix("http://")
 
     def run_command(command: str) -> str:
         if command not in outputs:
-            done = subprocess.run(["bash", "-o", "pipefail", "-c", README_ADDRESS.sub(address, command)],
+            runnable = README_ADDRESS.sub(address, command).replace(README_TMP, f"{readme_tmp}/")
+            done = subprocess.run(["bash", "-o", "pipefail", "-c", runnable],
                                   cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, f"{command!r} exited with {done.returncode}: {done.stderr[-2000:]}"
             outputs[command] = done.stdout
@@ -140,16 +182,33 @@ def check_columns_answer(answer: object, rows: list[dict]) -> None:
         assert answer[ID_KEY] == [row.get(ID_KEY) for row in rows]
 
 
-def check_answer(command: str, output: str, model_dir) -> None:
+def check_table_answer(path: Path, rows: list[dict]) -> None:
+    """A table of one row per input row: the scores, typed, and the ids when rows had them."""
+    table = pq.read_table(path) if path.suffix == ".parquet" else pa.ipc.open_stream(path.read_bytes()).read_all()
+    assert table.schema.field("probability_positiveclass").type == pa.float64()
+    assert table.schema.field("predicted_class").type == pa.int8()
+    assert table.num_rows == len(rows) > 0
+    assert all(0.0 <= p <= 1.0 for p in table.column("probability_positiveclass").to_pylist())
+    assert (ID_KEY in table.column_names) == any(row.get(ID_KEY) is not None for row in rows)
+
+
+def check_answer(command: str, output: str, model_dir, tmp: Path) -> None:
     """``output`` has the shape the README describes for the path ``command`` requests."""
     url = urlsplit("http://" + url_of(command).removeprefix("http://"))
     if url.path == "/metrics":
         assert "# TYPE model_info gauge" in output
         return
+    if (path := written_file(command, tmp)) is not None:
+        assert output == ""
+        assert any(f"Accept: {media_type}" in command for media_type in TABLE_TYPES)
+        check_table_answer(path, sent_rows(command, tmp))
+        return
+    if NDJSON in command:
+        output = "[" + ",".join(output.splitlines()) + "]"
     answer = json.loads(output)
     manifest = json.loads((model_dir / "manifest.json").read_text())
     if url.path == "/predict":
-        rows = sent_rows(command)
+        rows = sent_rows(command, tmp)
         query = parse_qs(url.query)
         explain = query.get("explain", [None])[0]
         reasons = len(manifest["variables"]) if explain == "all" else int(explain) if explain else None
@@ -174,13 +233,14 @@ def check_answer(command: str, output: str, model_dir) -> None:
 @pytest.mark.server
 @needs_curl
 @pytest.mark.parametrize("command", [command_param(c) for c in COMMANDS])
-def test_the_readme_command_answers_as_documented(command, run, model_dir):
-    check_answer(command, run(command), model_dir)
+def test_the_readme_command_answers_as_documented(command, run, model_dir, readme_tmp):
+    check_answer(command, run(command), model_dir, readme_tmp)
 
 
 def test_the_readme_shows_the_examples_of_the_quick_start():
     required = ["@docs/examples/row.json", "@docs/examples/rows.csv", "@lib/data/test.json", "?format=columns",
-                "/model", "/metrics", "/ready", "/health"]
+                "/model", "/metrics", "/ready", "/health", "@docs/examples/columns.json", "@/tmp/test.parquet",
+                "Accept: application/vnd.apache.parquet", "@docs/examples/rows.ndjson", "-T /tmp/test.ndjson"]
     assert [part for part in required if not any(part in command for command in COMMANDS)] == []
 
 
@@ -213,11 +273,16 @@ def test_the_one_row_example_answers_what_the_readme_prints(run):
 
 @pytest.mark.server
 @needs_curl
-def test_the_csv_example_scores_the_one_row_example_as_row_r1(run):
-    (command,) = [c for c in COMMANDS if "@docs/examples/rows.csv" in c]
-    answer = json.loads(run(command))
+@pytest.mark.parametrize("example", ["@docs/examples/rows.csv", "@docs/examples/columns.json",
+                                     "@docs/examples/rows.ndjson"])
+def test_the_three_row_examples_score_the_one_row_example_as_row_r1_and_agree(run, example):
+    (command,) = [c for c in COMMANDS if example in c]
+    output = run(command)
+    answer = [json.loads(line) for line in output.splitlines()] if NDJSON in command else json.loads(output)
     assert [result[ID_KEY] for result in answer] == ["r1", "r2", "r3"]
     assert answer[0]["probability_positiveclass"] == printed_probability()
+    (csv_command,) = [c for c in COMMANDS if "@docs/examples/rows.csv" in c]
+    assert answer == json.loads(run(csv_command))
     # The messy cells of r2 and r3 change the answer: the example shows more than one row's worth.
     assert len({result["probability_positiveclass"] for result in answer}) == 3
 
@@ -228,8 +293,9 @@ def test_the_example_row_file_is_the_documented_row():
     assert json.loads((PROJECT_DIR / "docs" / "examples" / "row.json").read_text()) == EXAMPLE_ROW
 
 
+# Files in /tmp/ are made by the README's setup lines (checked by running them).
 SENT_FILES = sorted({path for line in code_lines(README) for path in re.findall(r"(?<![\w/])@([\w./-]+)", line)
-                     if not path.startswith(PLACEHOLDER)})
+                     if not path.startswith((PLACEHOLDER, README_TMP))})
 
 
 def test_the_readme_sends_the_example_files():

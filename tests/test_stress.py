@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import threading
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -48,7 +49,7 @@ def test_small_run_against_the_real_server_passes_with_a_summary(server):
 def test_help_names_every_argument():
     done = stress("--help")
     assert done.returncode == 0
-    for option in ("--url", "--requests", "--batches", "--concurrency", "--max-batch", "--data", "--seed"):
+    for option in ("--url", "--requests", "--batches", "--concurrency", "--max-batch", "--data", "--seed", "--stream"):
         assert option in done.stdout
 
 
@@ -85,25 +86,26 @@ def few_rows(test_rows, tmp_path_factory):
     return str(path)
 
 
-@pytest.fixture(params=sorted(WRONG_SERVERS))
-def wrong_server(request):
-    """A server that answers /health but gets /predict wrong in one way."""
-    answer = WRONG_SERVERS[request.param]
+@contextmanager
+def fake_server(answer_post):
+    """A server that answers /health, and each POST with ``answer_post(handler) -> (status,
+    content type, body)``; closes every connection after its answer."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
-            self._send(200, b'{"status": "ok"}')
+            self._send(200, "application/json", b'{"status": "ok"}')
 
         def do_POST(self):
-            rows = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            self._send(*answer(len(rows) if isinstance(rows, list) else 1))
+            self._send(*answer_post(self))
 
-        def _send(self, status, body):
+        def _send(self, status, content_type, body):
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body)
+            self.close_connection = True
 
         def log_message(self, *args):
             pass
@@ -111,9 +113,25 @@ def wrong_server(request):
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(params=sorted(WRONG_SERVERS))
+def wrong_server(request):
+    """A server that answers /health but gets /predict wrong in one way."""
+    answer = WRONG_SERVERS[request.param]
+
+    def post(handler):
+        rows = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
+        status, body = answer(len(rows) if isinstance(rows, list) else 1)
+        return status, "application/json", body
+
+    with fake_server(post) as url:
+        yield url
 
 
 def test_fails_on_every_wrong_answer(wrong_server, few_rows):
@@ -162,3 +180,28 @@ def test_check_answer(status, body, rows, problem):
         assert seen[rows[-1]] == json.loads(body)[-1]["probability_positiveclass"]
     else:
         assert result is not None and problem in result
+
+
+@pytest.mark.server
+def test_a_stream_run_checks_every_answer_line(server):
+    done = stress("--url", server.url, "--requests", "30", "--batches", "0", "--stream", "25000", "--seed", "5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    stream = summary_line(done.stdout, "stream")
+    assert (stream["requests"], stream["errors"], stream["rows"]) == (1, 0, 25000)
+    assert "[stream] 25,000/25,000 rows answered" in done.stdout
+
+
+@pytest.fixture()
+def short_stream_server():
+    """A server that answers any POST with three NDJSON lines, whatever the body holds."""
+    lines = b"".join(json.dumps(row).encode() + b"\n" for row in _answer(3))
+    with fake_server(lambda handler: (200, "application/x-ndjson", lines)) as url:
+        yield url
+
+
+def test_a_stream_with_missing_answer_lines_fails(short_stream_server, few_rows):
+    done = stress("--url", short_stream_server, "--data", few_rows, "--requests", "0", "--batches", "0",
+                  "--stream", "100")
+    assert done.returncode == 1, done.stdout
+    assert summary_line(done.stdout, "stream")["errors"] == 1
+    assert "[stream] 3 answer lines for 100 rows" in done.stdout

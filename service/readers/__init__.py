@@ -1,31 +1,57 @@
 """Wire formats of ``POST /predict`` bodies: one module per format, registered here by media type.
 
 Every reader is built once per process with the columns the model consumes and the row limit,
-and turns a body into the same ``RawBatch``. A new format is one module and one line in
-``READERS``; ``preprocess_input_json.py`` picks the reader for each request.
+and turns a body into the same ``RawBatch`` (``read(body)``); a streamed format (``streamed =
+True``) is read in chunks while the body arrives instead (``read_chunk``). A new format is one
+module and one line in ``READERS``; ``preprocess_input_json.py`` picks the reader for each request.
 """
 
 from __future__ import annotations
 
+from service.readers.arrow_table import ArrowReader
 from service.readers.csv_table import CsvReader
+from service.readers.json_columns import JsonColumnsReader
 from service.readers.json_rows import JsonRowsReader
+from service.readers.ndjson import NdjsonReader
+from service.readers.parquet_file import ParquetReader
 
 JSON = "application/json"
 CSV = "text/csv"
+ARROW = "application/vnd.apache.arrow.stream"
+PARQUET = "application/vnd.apache.parquet"
+NDJSON = "application/x-ndjson"
+#: JSON of column name → array, chosen by ``?input=columns`` (the media type stays JSON).
+JSON_COLUMNS = "application/json;input=columns"
 
-#: media type -> reader class (``cls(columns, max_rows)``, then ``.read(body) -> RawBatch``).
+#: format -> reader class (``cls(columns, max_rows)``).
 READERS = {
     JSON: JsonRowsReader,
+    JSON_COLUMNS: JsonColumnsReader,
     CSV: CsvReader,
+    ARROW: ArrowReader,
+    PARQUET: ParquetReader,
+    NDJSON: NdjsonReader,
 }
 
 #: Other names clients use for the registered media types.
 ALIASES = {
     "application/csv": CSV,
     "text/comma-separated-values": CSV,
+    "application/vnd.apache.arrow.file": ARROW,
+    "application/x-parquet": PARQUET,
+    "application/jsonl": NDJSON,
+    "application/x-jsonlines": NDJSON,
 }
+
+#: ``?input=`` values: how a JSON body lays out its rows.
+INPUT_LAYOUTS = ("rows", "columns")
 
 
 def accepted_names(media_type: str) -> frozenset[str]:
     """Every Content-Type value (lower case, without parameters) that selects ``media_type``'s reader."""
     return frozenset({media_type, *(alias for alias, target in ALIASES.items() if target == media_type)})
+
+
+def media_types() -> list[str]:
+    """The registered media types (JSON columns is JSON with ``?input=columns``)."""
+    return [media_type for media_type in READERS if media_type != JSON_COLUMNS]

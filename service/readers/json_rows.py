@@ -40,7 +40,7 @@ class JsonRowsReader:
         except msgspec.ValidationError:  # a subclass of DecodeError: catch it first
             return self._read_slowly(body)
         except msgspec.DecodeError as exc:
-            raise PayloadError(f"malformed JSON: {_describe_syntax_error(exc, len(body))}") from None
+            raise PayloadError(f"malformed JSON: {describe_syntax_error(exc, len(body))}") from None
         except RecursionError:  # msgspec too gives up on deep nesting, even inside skipped keys
             raise PayloadError("malformed JSON: nested too deeply") from None
         rows = decoded if isinstance(decoded, list) else [decoded]
@@ -48,15 +48,21 @@ class JsonRowsReader:
         values = [list(map(get, rows)) for get in self._getters]
         return make_batch(self.columns, len(rows), values, list(map(self._get_id, rows)))
 
-    def _read_slowly(self, body: bytes) -> RawBatch:
-        """Generic decode for bodies the typed decoder refused: finds the wrong shape or lets
-        out-of-range numbers through as infinities for the normaliser to reject."""
+    @staticmethod
+    def decode_generic(body: bytes) -> object:
+        """Decode any JSON value with the standard library, for bodies the typed decoder refused:
+        out-of-range numbers come through as infinities for the normaliser to reject."""
         try:
-            decoded = json.loads(body, parse_constant=_reject_constant, parse_int=_parse_int)
+            return json.loads(body, parse_constant=_reject_constant, parse_int=_parse_int)
         except RecursionError:
             raise PayloadError("malformed JSON: nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise PayloadError(f"malformed JSON: {exc}") from None
+
+    def _read_slowly(self, body: bytes) -> RawBatch:
+        """Generic decode for bodies the typed decoder refused: finds the wrong shape or lets
+        out-of-range numbers through as infinities for the normaliser to reject."""
+        decoded = self.decode_generic(body)
         rows = decoded if isinstance(decoded, list) else [decoded]
         if not isinstance(decoded, (list, dict)):
             raise PayloadError(f"expected a JSON object or an array of objects, got {_json_type(decoded)}")
@@ -77,11 +83,11 @@ def _parse_int(text: str) -> int | float:
         return float(text)
 
 
-def _describe_syntax_error(exc: Exception, n_bytes: int) -> str:
+def describe_syntax_error(exc: Exception, n_bytes: int | None = None) -> str:
     """msgspec's syntax message without its own "JSON is malformed: " prefix (the caller says
-    so already), with the body length when the body was cut short."""
+    so already), with the body length (``n_bytes``) when the body was cut short."""
     message = str(exc).removeprefix("JSON is malformed: ")
-    if "truncated" in message:
+    if n_bytes is not None and "truncated" in message:
         return f"{message.rstrip('.')} (the body ends after {n_bytes} bytes)"
     return message
 

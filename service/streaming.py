@@ -1,0 +1,221 @@
+"""NDJSON streamed through ``POST /predict``: rows are read, scored and answered chunk by chunk
+while the body is still arriving, so memory stays bounded whatever the row count.
+
+- The body is read as it arrives; once a chunk of ``STREAM_CHUNK_ROWS`` complete lines (or
+  64 MiB) is in, or the client pauses for 0.2 s, the lines in are decoded
+  (``service.readers.ndjson``), scored and their answer lines written, in order, with chunked
+  transfer encoding.
+- The status is sent with the first answer: a stream whose first chunk already fails (an empty
+  body, a malformed first line, a body over the limit) gets an ordinary JSON error answer.
+  After that an invalid row becomes an error object in its place, and anything that ends the
+  stream (a malformed line, the body limit, the deadline, a stalled client) a final error line
+  ``{"error": ..., "message": ..., "line": N}``.
+- ``STREAM_MAX_BODY_MB`` (0: no limit) and ``STREAM_TIMEOUT`` replace MAX_BODY_MB, MAX_ROWS and
+  the request deadline; ``STREAM_IDLE_SECONDS`` bounds each wait on the client, both ways.
+- A client that goes away stops the work: gunicorn closes this iterator at the failed write.
+- gunicorn's arbiter kills a sync worker that has not reported for GUNICORN_TIMEOUT; a stream may
+  last longer, so each chunk reports through the heartbeat gunicorn.conf.py installs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import orjson
+from gunicorn.http.errors import ParseException
+
+from lib.errors import LimitError, PayloadError
+from service.errors import DeadlineError, error_answer, error_payload
+from service.predictor import Prediction, Predictor
+from service.readers.ndjson import NdjsonReader
+from service.request_cycle import ArrivingBody
+
+#: A chunk is cut at this size even before it holds STREAM_CHUNK_ROWS lines (very wide rows).
+CHUNK_BYTES = 64 << 20
+#: A pause this long in the body answers the rows received so far, without waiting for a full
+#: chunk: a client that sends a few rows and waits for their answers gets them.
+PAUSE_SECONDS = 0.2
+
+log = logging.getLogger("predict")
+
+_heartbeat: list[Callable[[], None]] = []
+
+
+def set_heartbeat(notify: Callable[[], None]) -> None:
+    """Called once per worker (gunicorn.conf.py): how a long stream tells the arbiter it is alive."""
+    _heartbeat[:] = [notify]
+
+
+def _beat() -> None:
+    for notify in _heartbeat:
+        notify()
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """The limits of one stream: body bytes (0: none), seconds in all, seconds of waiting on the
+    client, rows per chunk."""
+
+    max_body_bytes: int
+    timeout_seconds: float
+    idle_seconds: float
+    chunk_rows: int
+
+
+@dataclass
+class StreamTotals:
+    """What a stream did, for metrics and the access line once it is over."""
+
+    rows: int = 0
+    invalid_rows: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    ended_by: str | None = None
+    status: int = 200
+
+
+class TooLarge(LimitError):
+    """The stream's body went over STREAM_MAX_BODY_MB."""
+
+
+class NdjsonStream:
+    """The answer of one streamed request: an iterator of NDJSON answer chunks.
+
+    ``start(status, error_body)`` is called once, before the first chunk: with 200 and None when
+    rows were scored, or with an error status and its JSON body when the stream failed before
+    its first answer (then that body is the whole answer). ``on_chunk(prediction)`` sees every
+    scored chunk (metrics), ``on_end(totals)`` runs once at the end, whatever ended it.
+    """
+
+    def __init__(self, predictor: Predictor, reader: NdjsonReader, body: ArrivingBody, limits: StreamLimits,
+                 explain: int | None, start: Callable[[int, bytes | None], None],
+                 on_chunk: Callable[[Prediction], None], on_end: Callable[[StreamTotals], None],
+                 request_id: str = ""):
+        self.predictor = predictor
+        self.reader = reader
+        self.body = body
+        self.limits = limits
+        self.explain = explain
+        self.start = start
+        self.on_chunk = on_chunk
+        self.on_end = on_end
+        self.request_id = request_id
+        self.totals = StreamTotals()
+        self._lines_done = 0  # lines of the body handed to the reader so far
+        self._started = False
+        self._pieces = iter(body)
+
+    def __iter__(self) -> Iterator[bytes]:
+        deadline = time.monotonic() + self.limits.timeout_seconds
+        try:
+            for chunk in self._chunks():
+                answer = self._answer(chunk)
+                if answer:
+                    yield self._send(answer)
+                if self.totals.ended_by is not None:
+                    break
+                if time.monotonic() > deadline:
+                    raise DeadlineError(f"the stream did not finish within {self.limits.timeout_seconds:g} s "
+                                        "(STREAM_TIMEOUT); send fewer rows per stream")
+            else:
+                if not self._started:
+                    raise PayloadError("the body holds no rows: send one JSON object a line")
+        except (PayloadError, LimitError, DeadlineError) as exc:
+            yield self._end_with(exc)
+        except GeneratorExit:
+            self.totals.ended_by = self.totals.ended_by or "client gone"
+            raise
+        finally:
+            self.on_end(self.totals)
+
+    def _chunks(self) -> Iterator[bytes]:
+        """The body in chunks of whole lines (the last may lack its newline)."""
+        buffer = bytearray()
+        newlines = 0
+        while True:
+            if newlines and self.body.paused(PAUSE_SECONDS):
+                cut = buffer.rfind(b"\n") + 1
+                chunk = bytes(buffer[:cut])
+                del buffer[:cut]
+                newlines = 0
+                yield chunk
+            block = self._read()
+            if not block:
+                break
+            buffer += block
+            newlines += block.count(b"\n")
+            if newlines >= self.limits.chunk_rows or len(buffer) >= CHUNK_BYTES:
+                cut = buffer.rfind(b"\n") + 1
+                if cut == 0:
+                    raise PayloadError(f"line {self._lines_done + 1} is longer than {CHUNK_BYTES >> 20} MiB")
+                chunk = bytes(buffer[:cut])
+                del buffer[:cut]
+                newlines = 0
+                yield chunk
+        if buffer.strip():
+            yield bytes(buffer)
+
+    def _read(self) -> bytes:
+        """The next piece of the body as it arrives; b"" at its end."""
+        _beat()
+        try:
+            block = next(self._pieces, b"")
+        except TimeoutError:
+            raise PayloadError(f"no data from the client for {self.limits.idle_seconds:g} s "
+                               "(STREAM_IDLE_SECONDS)") from None
+        except (OSError, ParseException):
+            raise PayloadError("the body ended before its end of stream (chunked transfer encoding "
+                               "cut short or malformed)") from None
+        self.totals.bytes_in += len(block)
+        if self.limits.max_body_bytes and self.totals.bytes_in > self.limits.max_body_bytes:
+            raise TooLarge(f"the stream is over the limit of {self.limits.max_body_bytes >> 20} MB "
+                           "(STREAM_MAX_BODY_MB)")
+        return block
+
+    def _answer(self, chunk: bytes) -> bytes:
+        """Score one chunk; record a malformed line as the end of the stream."""
+        read = self.reader.read_chunk(chunk, self._lines_done + 1)
+        self._lines_done += chunk.count(b"\n")
+        answer = b""
+        if read.batch.n_rows:
+            prediction = self.predictor.predict_batch(read.batch, self.totals.rows, self.explain)
+            self.on_chunk(prediction)
+            self.totals.rows += prediction.n_rows
+            self.totals.invalid_rows += prediction.n_invalid
+            answer = prediction.body
+        _beat()
+        if read.malformed is not None:
+            if not answer:
+                raise read.malformed
+            return answer + self._final_line(read.malformed)
+        return answer
+
+    def _send(self, answer: bytes) -> bytes:
+        if not self._started:
+            self._started = True
+            self.start(200, None)
+        self.totals.bytes_out += len(answer)
+        return answer
+
+    def _end_with(self, exc: Exception) -> bytes:
+        """The last bytes of a stream that an error ended: a final error line, or the whole
+        error answer when nothing was sent yet."""
+        if not self._started:
+            status, payload = error_answer(exc, 0, 0, self.request_id)
+            self.totals.status = status
+            self.totals.ended_by = str(exc)
+            body = orjson.dumps(payload)
+            self._started = True
+            self.start(status, body)
+            self.totals.bytes_out += len(body)
+            return body
+        return self._send(self._final_line(exc))
+
+    def _final_line(self, exc: Exception) -> bytes:
+        status, payload = error_answer(exc, 0, 0, self.request_id)
+        self.totals.ended_by = str(exc)
+        log.info("stream %s ended after %d rows: %s", self.request_id, self.totals.rows, exc)
+        return orjson.dumps(error_payload(status, payload["message"], rows_answered=self.totals.rows)) + b"\n"
