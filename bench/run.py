@@ -28,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-from bench import report
+from bench import inputs, report
 from bench.client import PREDICT_PATH, HttpClient
 from bench.load import default_tool, run_load, wrk_available
 from bench.memory import peak_worker_rss_mb
@@ -63,13 +63,16 @@ class Profile:
     # Rows per request → how many requests of that size each app gets.
     per_row_requests: dict[int, int]
     in_process_repeats: int
+    # Rows of each NDJSON stream, one stream per size.
+    stream_sizes: tuple[int, ...] = inputs.STREAM_SIZES
 
 
 FULL = Profile("full", large_requests=20, load_seconds=10,
                per_row_requests={1: 200, 10: 200, 100: 100, 1_000: 30, 10_000: 10, 100_000: 3},
                in_process_repeats=5)
 QUICK = Profile("quick", large_requests=2, load_seconds=1,
-                per_row_requests={1: 10, 10: 5, 100: 3, 1_000: 2, 10_000: 1}, in_process_repeats=1)
+                per_row_requests={1: 10, 10: 5, 100: 3, 1_000: 2, 10_000: 1}, in_process_repeats=1,
+                stream_sizes=(10_000, 20_000))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -175,6 +178,11 @@ class Bench:
         return {"rows": LARGE_ROWS, "requests": self.profile.large_requests,
                 **{mode: {"p50_ms": latency_summary(values)["p50"]} for mode, values in seconds.items()}}
 
+    def forms(self) -> dict:
+        """The 10,000 test rows in each input form to the served app, JSON rows to the floor app."""
+        return inputs.time_forms(self.clients[SERVED], self.clients[FLOOR], self.rows[:LARGE_ROWS],
+                                 self.profile.large_requests, self.seen[SERVED], BenchError)
+
     def per_row(self) -> list[dict]:
         """Median request time and cost per row at each size of the profile."""
         entries = []
@@ -235,6 +243,19 @@ def stop_servers(servers: dict[str, LiveServer]) -> None:
         list(pool.map(LiveServer.stop, servers.values()))
 
 
+def streams(rows: list[bytes], sizes: Sequence[int], work_dir: Path) -> dict:
+    """NDJSON streams to a served app of their own, so that its workers' peak RSS is theirs."""
+    server = LiveServer(env={"MODEL_DIR": str(MODEL_DIR)}, workers=WORKERS, log_path=work_dir / "streams.log")
+    try:
+        server.start(timeout=120)
+    except RuntimeError as exc:
+        raise BenchError(f"the app for streams did not start: {exc}") from None
+    try:
+        return inputs.time_streams(server.url, server.process.pid, rows, sizes, {}, BenchError, log)
+    finally:
+        server.stop()
+
+
 def factory_time() -> dict[str, float]:
     """Import and factory time of the real app in a fresh process (a cold worker's start)."""
     code = ("import json, time; t0 = time.perf_counter(); import flaskapp; t1 = time.perf_counter(); "
@@ -256,7 +277,8 @@ def in_process(rows: list[bytes], repeats: int) -> dict:
     from lib.artifacts import load_artifacts
     from lib.reference import reference_probabilities
     from preprocess_input_json import BodyReader
-    from service.predictor import PROBABILITY, Predictor
+    from service.answers import PROBABILITY
+    from service.predictor import Predictor
 
     body = request_body(batch_job(LARGE_ROWS, len(rows)), rows)
     stages = load_artifacts(MODEL_DIR)
@@ -305,11 +327,14 @@ def run(args: argparse.Namespace) -> dict:
         at_large = bench.peak_rss()
         log(f"10,000-row request with explain=3 and explain=all x {profile.large_requests}")
         results["explain"] = bench.explained()
+        log(f"10,000 rows as JSON rows and columns, Arrow and Parquet x {profile.large_requests}")
+        results["forms"] = bench.forms()
         results["load"] = bench.load(args.load_tool, args.connections, args.threads, work_dir)
         results["per_row"] = bench.per_row()
         at_huge = bench.peak_rss() if HUGE_ROWS in profile.per_row_requests else {}
         results["rss"] = {name: {"idle_mb": idle[name], "rows_10000_mb": at_large[name],
                                  "rows_100000_mb": at_huge.get(name)} for name in servers}
+    results["streams"] = streams(rows, profile.stream_sizes, work_dir)
     log("servers stopped; start-up and in-process timings")
     results["startup"].update(factory_time())
     results["in_process"] = in_process(rows, profile.in_process_repeats)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.client import PREDICT_PATH, PREDICTED_CLASS, PROBABILITY, HttpClient
+from bench.ndjson_client import post_stream
 from bench.stats import latency_summary
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -28,6 +29,7 @@ DEFAULT_URL = "http://127.0.0.1:1313"
 DEFAULT_DATA = PROJECT_DIR / "lib" / "data" / "test.json"
 SINGLE = "single"
 BATCH = "batch"
+STREAM = "stream"
 #: The same row must score the same in any request (SPEC §4's parity tolerance).
 TOLERANCE = 1e-9
 #: How many error messages the summary lists.
@@ -79,6 +81,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="requests in flight at once (default: %(default)s)")
     parser.add_argument("--max-batch", type=int, default=1000, metavar="ROWS",
                         help="largest batch; sizes are uniform in 1..ROWS (default: %(default)s)")
+    parser.add_argument("--stream", type=int, default=0, metavar="ROWS",
+                        help="then send ROWS test rows (cycling) in one NDJSON stream and check every answer "
+                             "line (default: no stream)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="JSON array of rows to draw from (default: lib/data/test.json)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the batch draws (default: random)")
@@ -89,7 +94,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--progress-seconds", type=float, default=2.0, metavar="SECONDS",
                         help="interval of the progress lines (default: %(default)s)")
     args = parser.parse_args(argv)
-    for name in ("requests", "batches"):
+    for name in ("requests", "batches", "stream"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must be 0 or more, got {getattr(args, name)}")
     for name in ("concurrency", "max_batch", "max_errors"):
@@ -149,18 +154,31 @@ def check_answer(status: int, body: bytes, rows: Sequence[int], seen: dict[int, 
         got = f"{len(results)} results" if isinstance(results, list) else f"a JSON {type(results).__name__}"
         return f"{got} for {len(rows)} rows"
     for position, (index, result) in enumerate(zip(rows, results, strict=True)):
-        where = f"result {position} (test row {index})"
-        if not isinstance(result, dict):
-            return f"{where} is not an object: {str(result)[:100]}"
-        probability, predicted = result.get(PROBABILITY), result.get(PREDICTED_CLASS)
-        if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 <= probability <= 1:
-            return f"{where}: {PROBABILITY} {probability!r} is not a number in [0, 1]"
-        if isinstance(predicted, bool) or predicted not in (0, 1):
-            return f"{where}: {PREDICTED_CLASS} {predicted!r} is not 0 or 1"
-        earlier = seen.setdefault(index, probability)
-        if abs(earlier - probability) > TOLERANCE:
-            return f"{where}: {PROBABILITY} {probability!r} differs from the {earlier!r} answered before"
+        problem = check_result(f"result {position} (test row {index})", index, result, seen)
+        if problem is not None:
+            return problem
     return None
+
+
+def check_result(where: str, index: int, result: object, seen: dict[int, float]) -> str | None:
+    """None if ``result`` is a right answer for test row ``index``, else what is wrong with it."""
+    if not isinstance(result, dict):
+        return f"{where} is not an object: {str(result)[:100]}"
+    probability, predicted = result.get(PROBABILITY), result.get(PREDICTED_CLASS)
+    if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 <= probability <= 1:
+        return f"{where}: {PROBABILITY} {probability!r} is not a number in [0, 1]"
+    if isinstance(predicted, bool) or predicted not in (0, 1):
+        return f"{where}: {PREDICTED_CLASS} {predicted!r} is not 0 or 1"
+    earlier = seen.setdefault(index, probability)
+    if abs(earlier - probability) > TOLERANCE:
+        return f"{where}: {PROBABILITY} {probability!r} differs from the {earlier!r} answered before"
+    return None
+
+
+def stream_blocks(encoded: Sequence[bytes], n_rows: int, block_rows: int = 1000):
+    """``n_rows`` test rows, cycling, as NDJSON in blocks of ``block_rows`` lines."""
+    for start in range(0, n_rows, block_rows):
+        yield b"".join(encoded[i % len(encoded)] + b"\n" for i in range(start, min(start + block_rows, n_rows)))
 
 
 class Runner:
@@ -223,6 +241,50 @@ class Runner:
         self.out(_progress(phase, phase.seconds))
         return phase
 
+    def run_stream(self, n_rows: int) -> Phase:
+        """Send ``n_rows`` test rows in one NDJSON stream, checking each answer line as it comes."""
+        phase = Phase(STREAM, 1 if n_rows else 0)
+        if not n_rows or self.errors >= self.max_errors:
+            return phase
+        started = last_report = time.perf_counter()
+        position = 0
+
+        def check(lines: list[bytes]) -> None:
+            nonlocal position, last_report
+            for line in lines:
+                try:
+                    result = json.loads(line)
+                except ValueError:
+                    result = line[:100].decode("utf-8", "replace")
+                problem = check_result(f"line {position + 1}", position % len(self.encoded), result, self.seen)
+                position += 1
+                if problem is None:
+                    phase.rows_ok += 1
+                elif len(phase.messages) < LISTED_ERRORS:
+                    phase.messages.append(problem)
+            now = time.perf_counter()
+            if now - last_report >= self.progress_seconds:
+                last_report = now
+                self.out(f"[{STREAM}] {position:,}/{n_rows:,} rows answered, {position / (now - started):,.0f} rows/s")
+
+        try:
+            result = post_stream(self.url, stream_blocks(self.encoded, n_rows), keep_lines=False,
+                                 timeout=self.timeout, on_lines=check)
+            if result.status != 200:
+                phase.messages.insert(0, f"HTTP {result.status}")
+            elif position != n_rows:
+                phase.messages.insert(0, f"{position:,} answer lines for {n_rows:,} rows")
+        except (OSError, http.client.HTTPException) as exc:
+            phase.messages.insert(0, f"{type(exc).__name__}: {exc}")
+        phase.seconds = time.perf_counter() - started
+        phase.sent = 1
+        phase.latencies.append(phase.seconds)
+        if phase.messages:
+            phase.errors = 1
+            self.errors += 1
+        self.out(f"[{STREAM}] {position:,}/{n_rows:,} rows answered in {phase.seconds:.1f} s")
+        return phase
+
     def close(self) -> None:
         """Close every thread's connection."""
         for client in self._clients:
@@ -259,13 +321,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     encoded = encode_rows(args.data)
     jobs = plan_jobs(len(encoded), args.requests, args.batches, args.max_batch, random.Random(args.seed))
+    stream = f", a stream of {args.stream:,} rows" if args.stream else ""
     print(f"stress test of {args.url}: {args.requests} single-row requests, {args.batches} batches of "
-          f"1..{args.max_batch} rows, concurrency {args.concurrency}, {len(encoded)} rows from {args.data}, "
+          f"1..{args.max_batch} rows{stream}, concurrency {args.concurrency}, {len(encoded)} rows from {args.data}, "
           f"seed {args.seed}", flush=True)
     runner = Runner(args.url, encoded, args.concurrency, args.timeout, args.max_errors, args.progress_seconds,
                     out=lambda line: print(line, flush=True))
     try:
         phases = [runner.run(kind, jobs[kind]) for kind in (SINGLE, BATCH)]
+        if args.stream:
+            phases.append(runner.run_stream(args.stream))
     finally:
         runner.close()
     print("\nsummary")
