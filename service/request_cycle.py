@@ -76,22 +76,33 @@ def _expire(signum, frame) -> None:
 def read_body(request: Request, max_bytes: int) -> bytes:
     """The whole request body, refused when it is over ``max_bytes`` or shorter than announced.
 
-    ``request.max_content_length`` must be ``max_bytes``: werkzeug then refuses an announced
-    length over it before reading a byte.
+    An announced length over ``max_bytes`` is refused before a byte is read, a chunked body as
+    soon as it passes the limit. The body is gathered from the pieces gunicorn receives
+    (``ArrivingBody``) and joined once: werkzeug's stream reads it in small steps, for each of
+    which gunicorn copies what it holds ahead, which cost a 10 MB body several milliseconds.
     """
+    announced = request.content_length
+    if announced is not None and announced > max_bytes:
+        raise RequestEntityTooLarge()
+    source = request.environ["wsgi.input"]
+    if not isinstance(getattr(source, "reader", None), ChunkedReader | LengthReader):
+        source = request.stream  # another server: werkzeug's stream stops at the announced length
+    pieces, size = [], 0
     try:
-        body = request.get_data(cache=False)
+        for piece in ArrivingBody(source):
+            size += len(piece)
+            if size > max_bytes:
+                raise RequestEntityTooLarge()
+            pieces.append(piece)
     except ParseException:  # gunicorn reads chunked framing while the app reads the body
         raise PayloadError("the chunked transfer encoding of the body is malformed") from None
-    announced = request.content_length
-    if announced is None and len(body) >= max_bytes:
-        # Without Content-Length (chunked), werkzeug stops reading at MAX_CONTENT_LENGTH and
-        # hands over what it has, as if the body ended there.
-        raise RequestEntityTooLarge()
-    if announced is not None and len(body) < announced:
-        # gunicorn hands over what arrived when the client stops sending early.
-        raise PayloadError(f"the body ended after {len(body)} of the {announced} bytes given in Content-Length")
-    return body
+    except NoMoreData:
+        if announced is None:
+            raise PayloadError("the chunked transfer encoding of the body is malformed") from None
+    if announced is not None and size < announced:
+        # The client stopped sending early (gunicorn, or werkzeug's stream, hands over what arrived).
+        raise PayloadError(f"the body ended after {size} of the {announced} bytes given in Content-Length")
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 class ArrivingBody:
