@@ -81,6 +81,15 @@ class TooLarge(LimitError):
     """The stream's body went over STREAM_MAX_BODY_MB."""
 
 
+def _cut(pieces: list[bytes]) -> tuple[bytes, bytes]:
+    """The pieces joined, up to their last newline, and what follows it."""
+    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    cut = data.rfind(b"\n") + 1
+    if cut == len(data):
+        return data, b""
+    return data[:cut], data[cut:]
+
+
 class NdjsonStream:
     """The answer of one streamed request: an iterator of NDJSON answer chunks.
 
@@ -132,31 +141,30 @@ class NdjsonStream:
             self.on_end(self.totals)
 
     def _chunks(self) -> Iterator[bytes]:
-        """The body in chunks of whole lines (the last may lack its newline)."""
-        buffer = bytearray()
-        newlines = 0
+        """The body in chunks of whole lines (the last may lack its newline). The pieces are
+        kept as they came and joined once per chunk."""
+        pieces: list[bytes] = []
+        size = newlines = 0
         while True:
             if newlines and self.body.paused(PAUSE_SECONDS):
-                cut = buffer.rfind(b"\n") + 1
-                chunk = bytes(buffer[:cut])
-                del buffer[:cut]
-                newlines = 0
+                chunk, rest = _cut(pieces)
+                pieces, size, newlines = [rest], len(rest), 0
                 yield chunk
             block = self._read()
             if not block:
                 break
-            buffer += block
+            pieces.append(block)
+            size += len(block)
             newlines += block.count(b"\n")
-            if newlines >= self.limits.chunk_rows or len(buffer) >= CHUNK_BYTES:
-                cut = buffer.rfind(b"\n") + 1
-                if cut == 0:
+            if newlines >= self.limits.chunk_rows or size >= CHUNK_BYTES:
+                chunk, rest = _cut(pieces)
+                if not chunk:
                     raise PayloadError(f"line {self._lines_done + 1} is longer than {CHUNK_BYTES >> 20} MiB")
-                chunk = bytes(buffer[:cut])
-                del buffer[:cut]
-                newlines = 0
+                pieces, size, newlines = [rest], len(rest), 0
                 yield chunk
-        if buffer.strip():
-            yield bytes(buffer)
+        rest = b"".join(pieces)
+        if rest.strip():
+            yield rest
 
     def _read(self) -> bytes:
         """The next piece of the body as it arrives; b"" at its end."""
