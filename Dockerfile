@@ -29,9 +29,14 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 COPY wheels/ /wheels/
 COPY requirements.txt requirements-train.txt ./
-# The packages' own test suites and pip itself are never run in the container.
+# The packages' own test suites and pip itself are never run in the container; nor are pyarrow's
+# Flight RPC and S3 filesystem (about 50 MB, loaded only on demand) or its C++ headers: the import
+# check proves that what the service and lib.score use still loads.
 RUN pip install -r requirements.txt \
     && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*/tests' -exec rm -rf {} + \
+    && arrow=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pyarrow \
+    && rm -rf "$arrow"/include "$arrow"/*flight* "$arrow"/libarrow_s3.so* "$arrow"/_s3fs.* \
+    && python -c "import pyarrow.compute, pyarrow.csv, pyarrow.dataset, pyarrow.fs, pyarrow.ipc, pyarrow.parquet" \
     && pip uninstall --yes --quiet pip setuptools
 # The entry points, the web layer and the library; .dockerignore keeps local data and
 # artifacts out of lib/.

@@ -20,6 +20,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench.ndjson_client import post_stream
+from tests import forms
+from tests.forms import outcomes
 from tests.live_server import PROJECT_DIR, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -122,6 +125,12 @@ def test_image_serves_the_model_read_only_as_a_non_root_user(image_container, cl
     assert [row["predicted_class"] for row in got] == [row["predicted_class"] for row in expected]
     assert max(abs(a["probability_positiveclass"] - b["probability_positiveclass"])
                for a, b in zip(got, expected, strict=True)) <= 1e-12
+
+    # The same rows as Parquet, answered as an Arrow table: pyarrow works in the trimmed image.
+    table = requests.post(url + "/predict", data=forms.parquet(test_rows[:200]), timeout=30, headers={
+        "Content-Type": forms.PARQUET, "Accept": forms.ARROW})
+    assert table.status_code == 200 and table.headers["Content-Type"] == forms.ARROW
+    assert outcomes(200, forms.ARROW, table.content) == outcomes(200, "application/json", answer.content)
 
     health = lambda: docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip()  # noqa: E731
     wait_for(lambda: health() == "healthy", 60, "the HEALTHCHECK reporting healthy")
@@ -251,6 +260,10 @@ def test_three_replicas_serve_through_the_balancer(stack, tmp_path, test_rows):
     assert echoed.headers["X-Request-ID"] == "abc-123"
     made = requests.post(up.url + "/predict", json=test_rows[0], timeout=10)
     assert len(made.headers["X-Request-ID"]) >= 32
+
+    # An NDJSON stream of 30,000 rows goes through HAProxy both ways while it is sent.
+    streamed = post_stream(up.url, (forms.ndjson(test_rows) for _ in range(3)), keep_lines=False)
+    assert (streamed.status, streamed.n_lines, streamed.send_error) == (200, 30_000, None)
 
     # A body declared over MAX_BODY_MB is refused by the balancer, in JSON, once it has read one
     # buffer of it (http-buffer-request), not after the whole body.
