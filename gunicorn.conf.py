@@ -55,6 +55,16 @@ def when_ready(server):
         drain.install(server, _settings.drain_seconds)
 
 
+def post_worker_init(worker):
+    """Follow the model store's pointer in this worker (service/model_switch.py): a thread made
+    after the fork, since a forked process keeps only the thread that forked."""
+    from service.model_switch import EXTENSION  # here: prometheus_client must see the variable above
+
+    switch = getattr(worker.wsgi, "extensions", {}).get(EXTENSION)
+    if switch is not None:  # None for another app (bench/floor_app.py)
+        switch.start()
+
+
 def pre_request(worker, req):
     """Restart the worker's heartbeat at each request: an idle sync worker beats only every
     timeout / 2 seconds, so a request could otherwise get half of GUNICORN_TIMEOUT."""

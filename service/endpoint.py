@@ -21,6 +21,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from lib.errors import InputError, PayloadError
 from service.errors import error_answer
 from service.metrics import Metrics
+from service.model_switch import ModelSwitch
 from service.predictor import EXPLAIN_ALL, FORMATS, ROWS_FORMAT, Prediction, Predictor
 from service.request_cycle import JSON_MIMETYPE, Recorder, deadline, read_body, request_id, server_timing
 from service.settings import Settings
@@ -33,8 +34,8 @@ ERRORS_MODES = ("reject", "inline")
 class PredictEndpoint:
     """Answers ``POST /predict``: reads the body, calls ``Predictor.predict``, maps errors."""
 
-    def __init__(self, predictor: Predictor, settings: Settings, metrics: Metrics, recorder: Recorder):
-        self.predictor = predictor
+    def __init__(self, models: ModelSwitch, settings: Settings, metrics: Metrics, recorder: Recorder):
+        self.models = models
         self.settings = settings
         self.metrics = metrics
         self.recorder = recorder
@@ -43,13 +44,15 @@ class PredictEndpoint:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
+        # Read once: the request ends on this model whatever a switch does meanwhile.
+        served = self.models.current
         rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
         request = Request(environ)
         request.max_content_length = self.settings.max_body_bytes
         headers = [("Content-Type", JSON_MIMETYPE)]
         rows = invalid_rows = 0
         try:
-            result = self._predict(request)
+            result = self._predict(request, served.predictor)
         except Exception as exc:  # every error becomes a JSON answer, as Flask's handlers make them
             if isinstance(exc, InputError):
                 rows, invalid_rows = exc.n_rows, len(exc.invalid_rows)
@@ -63,27 +66,27 @@ class PredictEndpoint:
             headers.append(("Server-Timing", server_timing(result.phases)))
         headers.append(("Content-Length", str(len(body))))
         headers += self.recorder.finish(rid, started, METHOD, PATH, PATH, status, request.content_length or 0,
-                                        len(body), rows, invalid_rows)
+                                        len(body), rows, invalid_rows, model_version=served.version)
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", headers)
         return [body]
 
-    def _predict(self, request: Request) -> Prediction:
+    def _predict(self, request: Request, predictor: Predictor) -> Prediction:
         args = request.args if request.environ.get("QUERY_STRING") else {}
         fmt = args.get("format", ROWS_FORMAT)
         errors_mode = args.get("errors", "reject")
-        explain = self._explain(args.get("explain"))
+        explain = self._explain(args.get("explain"), predictor)
         if fmt not in FORMATS:
             raise PayloadError(f"format must be one of {', '.join(FORMATS)}, got {fmt[:40]!r}")
         if errors_mode not in ERRORS_MODES:
             raise PayloadError(f"errors must be one of {', '.join(ERRORS_MODES)}, got {errors_mode[:40]!r}")
         with deadline(self.settings.deadline_seconds, self.deadline_message):
             body = read_body(request, self.settings.max_body_bytes)
-            return self.predictor.predict(body, request.mimetype, fmt, inline_errors=errors_mode == "inline",
-                                          explain=explain)
+            return predictor.predict(body, request.mimetype, fmt, inline_errors=errors_mode == "inline",
+                                     explain=explain)
 
-    def _explain(self, value: str | None) -> int | None:
+    def _explain(self, value: str | None, predictor: Predictor) -> int | None:
         """How many reasons per row ``?explain=`` asks for: None without it, every one for ``all``."""
-        most = self.predictor.n_variables
+        most = predictor.n_variables
         if value is None:
             return None
         if value == EXPLAIN_ALL:

@@ -95,14 +95,15 @@ class Recorder:
     """Finishes every answer the same way, whichever entry point made it: the request-id,
     model-version and nosniff headers, the request metrics and the access line."""
 
-    def __init__(self, model_version: str, metrics: Metrics, access_log: AccessLog | None):
-        self.model_version = model_version
+    def __init__(self, metrics: Metrics, access_log: AccessLog | None):
         self.metrics = metrics
         self.access_log = access_log
 
     def finish(self, request_id: str, started: float, method: str, path: str, endpoint: str, status: int,
-               bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0) -> list[tuple[str, str]]:
-        """Record one answered request; return the headers to add to its answer."""
+               bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0, *,
+               model_version: str) -> list[tuple[str, str]]:
+        """Record one answered request; return the headers to add to its answer. ``model_version``
+        is the version the request used (fetched once at its start: a switch may happen meanwhile)."""
         seconds = time.perf_counter() - started
         self.metrics.observe_request(endpoint, method, status, seconds)
         if self.access_log is not None:
@@ -112,5 +113,5 @@ class Recorder:
                 "status": status, "rows": rows, "invalid_rows": invalid_rows, "duration_ms": round(seconds * 1000, 3),
                 "bytes_in": bytes_in, "bytes_out": bytes_out, "pid": os.getpid(),
             })
-        return [(REQUEST_ID_HEADER, request_id), (MODEL_VERSION_HEADER, self.model_version),
+        return [(REQUEST_ID_HEADER, request_id), (MODEL_VERSION_HEADER, model_version),
                 ("X-Content-Type-Options", "nosniff")]
