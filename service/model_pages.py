@@ -13,9 +13,9 @@ import orjson
 from flask import Blueprint, Response, render_template, request
 from werkzeug.exceptions import NotFound
 
+from lib.artifacts import CALIBRATION_FILE, ROC_FILE
 from lib.errors import ArtifactError
 from lib.explain import METHOD as EXPLANATION_METHOD
-from lib.report import CALIBRATION_FILE, ROC_FILE
 from service.model_switch import ModelSwitch
 
 JSON = "application/json"
