@@ -167,7 +167,7 @@ class ModelStore:
         pointer's version."""
         try:
             pointer = self.pointer()
-        except ArtifactError:
+        except (ArtifactError, OSError):
             pointer = None
         entries = [{**self.describe(v), "active": pointer is not None and v == pointer.version}
                    for v in self.versions()]

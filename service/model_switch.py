@@ -116,7 +116,7 @@ class ModelSwitch:
             return self.current.version
         try:
             pointer = self.store.pointer()
-        except ArtifactError:
+        except (ArtifactError, OSError):
             return None
         return None if pointer is None else pointer.version
 
@@ -151,7 +151,10 @@ class ModelSwitch:
         and swap it in. Returns whether this worker switched."""
         if self.store is None:
             return False
-        raw = self.store.read_pointer()
+        try:
+            raw = self.store.read_pointer()
+        except OSError as exc:  # kept as a marker, so that the same trouble is reported once
+            raw = f"the pointer cannot be read ({type(exc).__name__}: {exc.strerror})"
         if raw == self._seen:
             return False
         self._seen = raw
@@ -159,6 +162,8 @@ class ModelSwitch:
         try:
             if raw is None:
                 raise ArtifactError("the model store has no active pointer any more")
+            if isinstance(raw, str):
+                raise ArtifactError(raw)
             version = parse_pointer(raw).version
             if version == self.current.version:
                 self.failed = None

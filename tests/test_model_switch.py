@@ -164,14 +164,22 @@ def point_to_nonsense(store, b):
     return "active.json is not valid JSON"
 
 
+def make_the_pointer_unreadable(store, b):
+    # A directory where the file should be: reading it fails as an unreadable file would.
+    (store.root / POINTER_FILE).unlink()
+    (store.root / POINTER_FILE).mkdir()
+    return "the pointer cannot be read (IsADirectoryError: Is a directory)"
+
+
 def remove_the_pointer(store, b):
     (store.root / POINTER_FILE).unlink()
     return "the model store has no active pointer any more"
 
 
 @pytest.mark.parametrize("damage", [point_to_missing, point_to_half_written, point_to_tampered, point_to_nonsense,
-                                    remove_the_pointer],
-                         ids=["missing-version", "half-written", "tampered", "malformed-pointer", "no-pointer"])
+                                    remove_the_pointer, make_the_pointer_unreadable],
+                         ids=["missing-version", "half-written", "tampered", "malformed-pointer", "no-pointer",
+                              "unreadable-pointer"])
 def test_a_version_that_fails_keeps_the_worker_on_its_model(store_app, two_versions, rows, damage, caplog):
     app, switch = store_app
     client = app.test_client()
@@ -179,7 +187,7 @@ def test_a_version_that_fails_keeps_the_worker_on_its_model(store_app, two_versi
     message = damage(store, b)
     with caplog.at_level(logging.ERROR, logger="predict"):
         assert switch.check() is False
-    named = None if damage in (point_to_nonsense, remove_the_pointer) else b
+    named = None if damage in (point_to_nonsense, remove_the_pointer, make_the_pointer_unreadable) else b
     assert [r.getMessage() for r in caplog.records] == [
         f"cannot switch to model {named or '(unreadable pointer)'}: {message}"
         + caplog.records[0].getMessage().split(message, 1)[1]]
@@ -189,6 +197,8 @@ def test_a_version_that_fails_keeps_the_worker_on_its_model(store_app, two_versi
     assert version == a
     assert np.abs(probabilities - expected(store, a, rows)).max() <= TOLERANCE
     assert client.get("/ready").status_code == 200
+    listing = client.get("/models").get_json()
+    assert listing["serving_version"] == a and len(listing["versions"]) >= 1
     failed = client.get("/model").get_json()["lifecycle"]["failed_switch"]
     assert failed["version"] == named and failed["error"].startswith(message)
     assert str(store.root) not in failed["error"]
@@ -197,6 +207,8 @@ def test_a_version_that_fails_keeps_the_worker_on_its_model(store_app, two_versi
     assert switch.check() is False
     assert metric(client, "model_switch_failures_total") == 1
     # Pointing back at the served version clears the failure.
+    if (store.root / POINTER_FILE).is_dir():
+        (store.root / POINTER_FILE).rmdir()
     store.use(a)
     assert switch.check() is False
     assert client.get("/model").get_json()["lifecycle"]["failed_switch"] is None
