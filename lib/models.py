@@ -131,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArtifactError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. a store this user may read but not write
+        print(f"failed: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
