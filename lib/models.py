@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,13 +128,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     args = parse_args(argv)
     try:
-        print(run(args))
+        output = run(args)
     except ArtifactError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. a store this user may read but not write
         print(f"failed: {exc}", file=sys.stderr)
         return 1
+    try:
+        print(output, flush=True)
+    except BrokenPipeError:  # `show VERSION | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

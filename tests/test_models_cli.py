@@ -4,6 +4,7 @@ naming the problem."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -107,3 +108,12 @@ def test_it_runs_as_a_module(two_versions):
     done = subprocess.run([sys.executable, "-m", "lib.models", "--store", str(two_versions.store.root), "list"],
                           cwd=PROJECT_DIR, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and f"* {two_versions.a}" in done.stdout
+
+
+def test_a_reader_that_stops_early_is_no_failure(two_versions, monkeypatch):
+    # `show VERSION | head -1`: stdout is a pipe whose reader has gone.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with open(write_end, "w") as gone:
+        monkeypatch.setattr(sys, "stdout", gone)
+        assert main(["--store", str(two_versions.store.root), "show", two_versions.a]) == 0
