@@ -138,6 +138,8 @@ class Metrics:
             "model_switch_failures", "Versions a worker could not switch to (it kept its model), by version",
             ["version"], registry=r)
         self._model = None
+        # set_model runs in a worker's switch thread; render re-sets the gauge in a request.
+        self._model_lock = threading.Lock()
         # Resolved once: labels() takes a lock and a dict lookup on every call.
         self._phases = {p: self.phase.labels(p) for p in phases}
         self._missing: dict[str, Counter] = {}
@@ -152,10 +154,11 @@ class Metrics:
     def set_model(self, version: str, created_at: str, consumed_columns: Sequence[str]) -> None:
         """Name the model now served in ``model_info`` (the one before goes to 0), and make the
         per-column counters of its consumed columns (listed at zero until counted)."""
-        if self._model is not None:
-            self._model.set(0)
-        self._model = self.model.labels(version=version, created_at=created_at)
-        self._model.set(1)
+        with self._model_lock:
+            if self._model is not None:
+                self._model.set(0)
+            self._model = self.model.labels(version=version, created_at=created_at)
+            self._model.set(1)
         for column in consumed_columns:
             if column not in self._missing:
                 self._missing[column] = self.missing.labels(column)
@@ -222,8 +225,9 @@ class Metrics:
             self._pending_writes.flush()
         # Written again by the worker that answers: gunicorn clears the samples directory after
         # the preloading master wrote it, and "livemax" drops the gauges of dead workers.
-        if self._model is not None:
-            self._model.set(1)
+        with self._model_lock:
+            if self._model is not None:
+                self._model.set(1)
         if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
