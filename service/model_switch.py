@@ -100,7 +100,10 @@ class ModelSwitch:
             first = _serve(stages, Path(settings.model_dir), build_predictor)
             return cls(None, first, None, build_predictor, metrics, settings)
         store = ModelStore(settings.model_store)
-        raw = store.read_pointer()
+        try:
+            raw = store.read_pointer()
+        except OSError as exc:
+            raise ArtifactError(f"the pointer cannot be read ({type(exc).__name__}: {exc.strerror})") from None
         if raw is None:
             store.active()  # raises the message that says how to make a version active
         version = parse_pointer(raw).version

@@ -243,8 +243,9 @@ def test_the_watch_thread_follows_the_pointer(two_versions):
 
 
 @pytest.mark.parametrize("damage", [point_to_missing, point_to_half_written, point_to_tampered, point_to_nonsense,
-                                    remove_the_pointer],
-                         ids=["missing-version", "half-written", "tampered", "malformed-pointer", "no-pointer"])
+                                    remove_the_pointer, make_the_pointer_unreadable],
+                         ids=["missing-version", "half-written", "tampered", "malformed-pointer", "no-pointer",
+                              "unreadable-pointer"])
 def test_a_server_does_not_start_on_a_version_it_cannot_serve(two_versions, damage):
     message = damage(two_versions.store, two_versions.b)
     if damage is remove_the_pointer:
