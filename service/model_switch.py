@@ -70,6 +70,11 @@ class FailedSwitch:
         return {"version": self.version, "error": self.error, "at": self.at}
 
 
+def _unreadable(exc: OSError) -> str:
+    """What to say of a pointer that cannot be read: the error's kind, never the path."""
+    return f"the pointer cannot be read ({type(exc).__name__}: {exc.strerror})"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -103,7 +108,7 @@ class ModelSwitch:
         try:
             raw = store.read_pointer()
         except OSError as exc:
-            raise ArtifactError(f"the pointer cannot be read ({type(exc).__name__}: {exc.strerror})") from None
+            raise ArtifactError(_unreadable(exc)) from None
         if raw is None:
             store.active()  # raises the message that says how to make a version active
         version = parse_pointer(raw).version
@@ -157,7 +162,7 @@ class ModelSwitch:
         try:
             raw = self.store.read_pointer()
         except OSError as exc:  # kept as a marker, so that the same trouble is reported once
-            raw = f"the pointer cannot be read ({type(exc).__name__}: {exc.strerror})"
+            raw = _unreadable(exc)
         if raw == self._seen:
             return False
         self._seen = raw
