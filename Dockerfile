@@ -3,11 +3,11 @@
 #     docker build -t batch-predict-api .
 #
 # The default target trains the model inside the build (the generator's figures are in
-# lib/figures/) and bakes the verified artifacts in. Target `runtime` has no artifacts; mount them:
+# lib/figures/) and bakes a model store holding that one version in (lib/model_store/, the
+# default MODEL_STORE). Target `runtime` has no store; mount one (README "Models"):
 #     docker build --target runtime -t batch-predict-api:runtime .
-#     docker run -v "$PWD/lib/model_components:/models:ro" -e MODEL_DIR=/models \
-#         -p 1313:1313 batch-predict-api:runtime
-# The app verifies every file's sha256 against manifest.json before it starts.
+#     docker run -v "$PWD/lib/model_store:/app/lib/model_store:ro" -p 1313:1313 batch-predict-api:runtime
+# The app verifies every file's sha256 against manifest.json before it serves a version.
 #
 # Offline (no registry, no PyPI): wheels in wheels/ and a local base image, both made by
 # deploy/offline_images.sh:
@@ -80,7 +80,8 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 # (WEB_CONCURRENCY overrides), app preloaded.
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "flaskapp:create_app()"]
 
-# --- default target: runtime plus the artifacts built above ---------------------------------
+# --- default target: runtime plus the model store built above --------------------------------
 FROM runtime AS app
-# Owned by root: readable, not writable, by the app user.
-COPY --from=artifacts /app/lib/model_components /app/lib/model_components
+# Owned by root: readable, not writable, by the app user. A volume mounted here (compose) is
+# seeded with it the first time.
+COPY --from=artifacts /app/lib/model_store /app/lib/model_store

@@ -1,9 +1,11 @@
 """The app factory gunicorn serves (``flaskapp:create_app()``): it assembles the service.
 
-Artifacts are verified and loaded once, in the factory, before the first request; the request
-body reader (``preprocess_input_json``) is built here and handed to the predictor. ``POST
-/predict``, the hot path, is answered by ``service.endpoint.PredictEndpoint``, mounted in front
-of Flask's routing; Flask answers the other routes. What both share is in ``service/``.
+The model to serve (the model store's active version, or MODEL_DIR) is verified and loaded once,
+in the factory, before the first request; ``service.model_switch`` then follows the store's
+pointer in each worker. The request body reader (``preprocess_input_json``) is built here and
+handed to every predictor. ``POST /predict``, the hot path, is answered by
+``service.endpoint.PredictEndpoint``, mounted in front of Flask's routing; Flask answers the
+other routes. What both share is in ``service/``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from lib.artifacts import load_artifacts, read_manifest, verify_files
+from lib.artifacts import Stages, read_manifest, verify_files
 from lib.errors import ArtifactError
-from lib.explain import METHOD as EXPLANATION_METHOD
 from lib.scorer import check_golden
 from preprocess_input_json import BodyReader
 from service import drain
@@ -27,6 +28,8 @@ from service.docs_page import docs_blueprint
 from service.endpoint import ERRORS_MODES, METHOD, PATH, PredictEndpoint, mount
 from service.errors import error_answer, error_payload
 from service.metrics import Metrics
+from service.model_pages import model_blueprint
+from service.model_switch import EXTENSION, ModelSwitch
 from service.openapi import openapi_document
 from service.predictor import PHASES, Predictor
 from service.request_cycle import REQUEST_ID_HEADER, Recorder, request_id
@@ -63,32 +66,35 @@ def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: settings, verified artifacts, compiled plan, routes, error handlers."""
     settings = Settings.from_env().with_overrides(test_config)
     _configure_logging(settings.log_level)
-    try:
-        stages = load_artifacts(settings.model_dir, settings.allow_version_mismatch)
-        predictor = Predictor(stages, lambda columns: BodyReader(columns, settings.max_rows),
-                              drift=settings.metrics_enabled)
-        check_golden(predictor.plan, stages.manifest)
-    except ArtifactError as exc:
-        # The directory is named here, in the operator's log, and never in an HTTP answer.
-        log.error("cannot start: %s (model directory %s)", exc, settings.model_dir)
-        raise SystemExit(f"cannot start: {exc} (model directory {settings.model_dir})") from None
-    manifest = stages.manifest
-    version = stages.version
-    metrics = Metrics(version, manifest["created_at"], manifest["consumed_columns"], PHASES,
-                      enabled=settings.metrics_enabled)
-    access_log = AccessLog() if settings.access_log else None
-    log.info("model %s loaded from %s", version, settings.model_dir)
+    metrics = Metrics(PHASES, enabled=settings.metrics_enabled)
 
-    recorder = Recorder(version, metrics, access_log)
+    def build_predictor(stages: Stages) -> Predictor:
+        return Predictor(stages, lambda columns: BodyReader(columns, settings.max_rows), drift=settings.metrics_enabled)
+
+    # The directory is named here, in the operator's log, and never in an HTTP answer.
+    source = (f"model directory {settings.model_dir}" if settings.model_dir is not None
+              else f"model store {settings.model_store}")
+    try:
+        models = ModelSwitch.open(settings, build_predictor, metrics)
+    except ArtifactError as exc:
+        log.error("cannot start: %s (%s)", exc, source)
+        raise SystemExit(f"cannot start: {exc} ({source})") from None
+    access_log = AccessLog() if settings.access_log else None
+    log.info("model %s loaded from the %s", models.current.version, source)
+
+    recorder = Recorder(metrics, access_log)
 
     app = Flask(__name__)
     # DEBUG stays off whatever FLASK_DEBUG says: Flask would read it from the environment.
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False)
+    # gunicorn.conf.py's post_worker_init starts the pointer watch in each worker.
+    app.extensions[EXTENSION] = models
 
     @app.before_request
     def start_request() -> None:
         g.request_id = request_id(request.headers.get(REQUEST_ID_HEADER))
         g.started = time.perf_counter()
+        g.model = models.current  # read once: the request ends on this model
 
     @app.after_request
     def finish_request(response: Response) -> Response:
@@ -98,13 +104,14 @@ def create_app(test_config: dict | None = None) -> Flask:
         endpoint = req.url_rule.rule if req.url_rule else _unrouted_endpoint(app, req)
         response.headers.extend(recorder.finish(
             state.get("request_id") or request_id(None), state.get("started", time.perf_counter()), req.method,
-            req.path, endpoint, response.status_code, req.content_length or 0, response.content_length))
+            req.path, endpoint, response.status_code, req.content_length or 0, response.content_length,
+            model_version=state.get("model", models.current).version))
         return response
 
     # POST /predict never reaches Flask: ``mount`` sends it to the endpoint. The rule is here
     # so that Flask's routing answers the other methods on /predict (405, OPTIONS).
     app.add_url_rule(PATH, endpoint="predict", methods=[METHOD])
-    app.wsgi_app = mount(app.wsgi_app, PredictEndpoint(predictor, settings, metrics, recorder))
+    app.wsgi_app = mount(app.wsgi_app, PredictEndpoint(models, settings, metrics, recorder))
 
     @app.get("/health")
     def health() -> Response:
@@ -114,29 +121,25 @@ def create_app(test_config: dict | None = None) -> Flask:
     def ready() -> Response:
         if drain.is_draining():
             return json_response(error_payload(503, "draining: this server is stopping"), 503)
+        served = g.model
         try:
             # The files on disk must still be the ones loaded, and the plan must still
-            # reproduce the golden row recorded at training.
-            if read_manifest(settings.model_dir) != manifest:
+            # reproduce the golden row recorded at training. A switch that failed does not
+            # count: the worker still serves its verified model.
+            if read_manifest(served.directory) != served.manifest:
                 raise ArtifactError("manifest.json on disk differs from the loaded model")
-            verify_files(settings.model_dir, manifest)
-            check_golden(predictor.plan, manifest)
+            verify_files(served.directory, served.manifest)
+            check_golden(served.predictor.plan, served.manifest)
         except ArtifactError as exc:
             return json_response(error_payload(503, str(exc)), 503)
-        return json_response({"status": "ready", "model_version": version})
+        return json_response({"status": "ready", "model_version": served.version})
 
-    @app.get("/model")
-    def model_card() -> Response:
-        card = {key: manifest[key] for key in manifest if key != "golden"}
-        card["limits"] = {"max_rows": settings.max_rows, "max_body_bytes": settings.max_body_bytes,
-                          "timeout_seconds": settings.gunicorn_timeout,
-                          "graceful_timeout_seconds": settings.graceful_timeout,
-                          "max_listed_errors": settings.max_listed_errors}
-        card["explanation_method"] = EXPLANATION_METHOD
-        return json_response(card)
-
+    app.register_blueprint(model_blueprint(models, {
+        "max_rows": settings.max_rows, "max_body_bytes": settings.max_body_bytes,
+        "timeout_seconds": settings.gunicorn_timeout, "graceful_timeout_seconds": settings.graceful_timeout,
+        "max_listed_errors": settings.max_listed_errors}))
     app.register_blueprint(docs_blueprint(openapi_document(settings.max_rows, settings.max_body_mb, ERRORS_MODES,
-                                                           predictor.n_variables)))
+                                                           models.current.predictor.n_variables)))
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:

@@ -56,8 +56,16 @@ def when_ready(server):
 
 
 def post_worker_init(worker):
-    """A stream may outlast GUNICORN_TIMEOUT: it reports to the arbiter after each chunk."""
+    """Per worker, after the fork: a stream may outlast GUNICORN_TIMEOUT, so it reports to the
+    arbiter after each chunk (service/streaming.py); and a thread follows the model store's
+    pointer (service/model_switch.py; made here since a forked process keeps only the thread
+    that forked)."""
     streaming.set_heartbeat(worker.notify)
+    from service.model_switch import EXTENSION  # here: prometheus_client must see the variable above
+
+    switch = getattr(worker.wsgi, "extensions", {}).get(EXTENSION)
+    if switch is not None:  # None for another app (bench/floor_app.py)
+        switch.start()
 
 
 def pre_request(worker, req):

@@ -17,6 +17,8 @@ PREDICT_PATH = "/predict"
 PROBABILITY = "probability_positiveclass"
 SELECTED_FEATURES = "selected_features"
 PREDICTED_CLASS = "predicted_class"
+#: The model version that scored an answer (it changes when the server switches versions).
+MODEL_VERSION_HEADER = "X-Model-Version"
 # On a kept-alive connection these usually mean the server (or a proxy) closed it while idle.
 # Such a failure is retried once on a new connection (POST /predict is idempotent); on a new
 # connection it is a real error. gunicorn's sync workers close after every answer, so against
@@ -26,11 +28,13 @@ _STALE_CONNECTION = (http.client.RemoteDisconnected, BrokenPipeError, Connection
 
 @dataclass(frozen=True)
 class Reply:
-    """A finished exchange: status, the whole body, and the seconds from send to last byte."""
+    """A finished exchange: status, the whole body, the seconds from send to last byte, and the
+    model version the answer names."""
 
     status: int
     body: bytes
     seconds: float
+    model_version: str | None = None
 
 
 class HttpClient:
@@ -72,7 +76,7 @@ class HttpClient:
         seconds = time.perf_counter() - started
         # gunicorn's sync workers close after every answer; http.client then reconnects itself.
         self._used = not response.will_close
-        return Reply(response.status, data, seconds)
+        return Reply(response.status, data, seconds, response.getheader(MODEL_VERSION_HEADER))
 
     def close(self) -> None:
         """Drop the connection; the next request opens a new one."""

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from bench.run import MODEL_DIR, TEST_JSON, batch_job
+from bench.run import TEST_JSON, batch_job, model_dir
 from bench.stress import encode_rows, request_body
 from lib.artifacts import load_artifacts
 from lib.schema import ID_KEY
@@ -144,7 +144,7 @@ def survey(n_rows: int, repeats: int) -> Survey:
     """Time every variant ``repeats`` times on a body of the first ``n_rows`` test rows."""
     rows = encode_rows(TEST_JSON)
     body = request_body(batch_job(n_rows, len(rows)), rows)
-    reader = Predictor(load_artifacts(MODEL_DIR), lambda columns: BodyReader(columns, max(n_rows, 1))).reader
+    reader = Predictor(load_artifacts(model_dir()), lambda columns: BodyReader(columns, max(n_rows, 1))).reader
     seconds = {name: None if isinstance(run, str) else time_variant(run, repeats)
                for name, run in variants(body, orjson.loads(rows[0]), reader).items()}
     return Survey(n_rows, len(body), tuple(reader.columns), seconds)

@@ -15,6 +15,7 @@ from flask import Flask, Response, request
 
 from bench.client import PREDICT_PATH, PREDICTED_CLASS, PROBABILITY, SELECTED_FEATURES
 from lib.artifacts import read_manifest
+from lib.store import ModelStore
 from service.settings import Settings
 
 #: A probability with as many digits as a real one usually has, so answers weigh the same.
@@ -24,7 +25,8 @@ PROBABILITY_VALUE = 0.12345678901234568
 def create_app(test_config: dict | None = None) -> Flask:
     """The floor app; it reads only the manifest (for the selected features), never a pickle."""
     settings = Settings.from_env().with_overrides(test_config)
-    features = sorted(read_manifest(settings.model_dir)["consumed_columns"])
+    directory = settings.model_dir or ModelStore(settings.model_store).active()[1]
+    features = sorted(read_manifest(directory)["consumed_columns"])
     answer = {PROBABILITY: PROBABILITY_VALUE, SELECTED_FEATURES: features, PREDICTED_CLASS: 0}
 
     app = Flask(__name__)

@@ -34,9 +34,10 @@ from bench.load import default_tool, run_load, wrk_available
 from bench.memory import peak_worker_rss_mb
 from bench.stats import latency_summary, percentile
 from bench.stress import BATCH, Job, check_answer, request_body
+from lib.errors import ArtifactError
+from lib.store import DEFAULT_STORE, ModelStore
 from tests.live_server import PROJECT_DIR, LiveServer
 
-MODEL_DIR = PROJECT_DIR / "lib" / "model_components"
 TEST_JSON = PROJECT_DIR / "lib" / "data" / "test.json"
 RESULTS_DIR = PROJECT_DIR / "bench" / "results"
 DOCUMENT = PROJECT_DIR / "docs" / "PERFORMANCE.md"
@@ -51,6 +52,14 @@ HUGE_ROWS = 100_000
 
 class BenchError(RuntimeError):
     """A measurement could not be taken as intended (a wrong answer, a server that would not start)."""
+
+
+def model_dir() -> Path:
+    """The directory of the model store's active version: the model every measurement serves."""
+    try:
+        return ModelStore(DEFAULT_STORE).active()[1]
+    except ArtifactError as exc:
+        raise BenchError(f"{exc}; or run scripts/bootstrap.sh requirements-dev.txt (or ./run_tests.sh) first") from None
 
 
 @dataclass(frozen=True)
@@ -224,7 +233,7 @@ def start_servers(stack: ExitStack, work_dir: Path) -> tuple[dict[str, LiveServe
     servers, startup = {}, {}
     stack.callback(stop_servers, servers)
     for name, app in ((SERVED, None), (FLOOR, FLOOR_APP)):
-        server = LiveServer(env={"MODEL_DIR": str(MODEL_DIR)}, workers=WORKERS,
+        server = LiveServer(env={"MODEL_DIR": str(model_dir())}, workers=WORKERS,
                             log_path=work_dir / f"{name}.log", app=app)
         servers[name] = server
         started = time.perf_counter()
@@ -245,7 +254,7 @@ def stop_servers(servers: dict[str, LiveServer]) -> None:
 
 def streams(rows: list[bytes], sizes: Sequence[int], work_dir: Path) -> dict:
     """NDJSON streams to a served app of their own, so that its workers' peak RSS is theirs."""
-    server = LiveServer(env={"MODEL_DIR": str(MODEL_DIR)}, workers=WORKERS, log_path=work_dir / "streams.log")
+    server = LiveServer(env={"MODEL_DIR": str(model_dir())}, workers=WORKERS, log_path=work_dir / "streams.log")
     try:
         server.start(timeout=120)
     except RuntimeError as exc:
@@ -261,7 +270,7 @@ def factory_time() -> dict[str, float]:
     code = ("import json, time; t0 = time.perf_counter(); import flaskapp; t1 = time.perf_counter(); "
             "flaskapp.create_app(); t2 = time.perf_counter(); "
             "print(json.dumps({'import_s': t1 - t0, 'factory_s': t2 - t1}))")
-    env = {**os.environ, "MODEL_DIR": str(MODEL_DIR), "LOG_LEVEL": "warning"}
+    env = {**os.environ, "MODEL_DIR": str(model_dir()), "LOG_LEVEL": "warning"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, env=env, capture_output=True,
                           text=True, timeout=120, check=False)
@@ -281,7 +290,7 @@ def in_process(rows: list[bytes], repeats: int) -> dict:
     from service.predictor import Predictor
 
     body = request_body(batch_job(LARGE_ROWS, len(rows)), rows)
-    stages = load_artifacts(MODEL_DIR)
+    stages = load_artifacts(model_dir())
     predictor = Predictor(stages, lambda columns: BodyReader(columns, LARGE_ROWS))
     served, reference = [], []
     for _ in range(repeats):
@@ -300,10 +309,10 @@ def in_process(rows: list[bytes], repeats: int) -> dict:
 def run(args: argparse.Namespace) -> dict:
     """Take every measurement; return the results (without verdicts)."""
     profile = QUICK if args.quick else FULL
-    for needed in (TEST_JSON, MODEL_DIR / "manifest.json"):
-        if not needed.exists():
-            raise BenchError(f"{needed.relative_to(PROJECT_DIR)} is missing: run scripts/bootstrap.sh "
-                             "requirements-dev.txt (or ./run_tests.sh) first")
+    if not TEST_JSON.exists():
+        raise BenchError(f"{TEST_JSON.relative_to(PROJECT_DIR)} is missing: run scripts/bootstrap.sh "
+                         "requirements-dev.txt (or ./run_tests.sh) first")
+    model_dir()
     started = time.perf_counter()
     stamp = datetime.now(UTC)
     run_id = stamp.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")

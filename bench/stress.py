@@ -2,8 +2,10 @@
 
 Rows come from lib/data/test.json. Every answer is checked: status 200, a JSON list with one
 result per row, each probability a number in [0, 1], each class 0 or 1, and the same
-probability for a test row whichever request carried it. Progress lines go to stdout while it
-runs, a summary per kind at the end; the exit status is 1 if any request failed.
+probability for a test row whichever request carried it, among the answers that name the same
+model version (X-Model-Version): a server may switch versions during the run. Progress lines go
+to stdout while it runs, a summary per kind at the end, with the versions that answered; the
+exit status is 1 if any request failed.
 """
 
 from __future__ import annotations
@@ -189,7 +191,9 @@ class Runner:
         self.url, self.encoded, self.concurrency, self.timeout = url, encoded, concurrency, timeout
         self.max_errors, self.progress_seconds, self.out = max_errors, progress_seconds, out
         self.errors = 0
-        self.seen: dict[int, float] = {}
+        # Per model version, the probability answered for each test row.
+        self.seen: dict[str | None, dict[int, float]] = {}
+        self.versions: dict[str | None, int] = {}
         self._local = threading.local()
         self._clients: list[HttpClient] = []
 
@@ -200,12 +204,13 @@ class Runner:
             self._clients.append(client)
         return client
 
-    def _send(self, job: Job) -> tuple[float | None, str | None]:
+    def _send(self, job: Job) -> tuple[float | None, str | None, str | None]:
         try:
             reply = self._client().post_json(PREDICT_PATH, request_body(job, self.encoded))
         except (OSError, http.client.HTTPException) as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-        return reply.seconds, check_answer(reply.status, reply.body, job.rows, self.seen)
+            return None, f"{type(exc).__name__}: {exc}", None
+        seen = self.seen.setdefault(reply.model_version, {})
+        return reply.seconds, check_answer(reply.status, reply.body, job.rows, seen), reply.model_version
 
     def run(self, kind: str, jobs: Sequence[Job]) -> Phase:
         """Send every job (or until ``max_errors`` failures in all); return the phase's figures."""
@@ -217,8 +222,10 @@ class Runner:
         try:
             futures = {pool.submit(self._send, job): job for job in jobs}
             for future in as_completed(futures):
-                seconds, error = future.result()
+                seconds, error, version = future.result()
                 phase.sent += 1
+                if seconds is not None:
+                    self.versions[version] = self.versions.get(version, 0) + 1
                 if seconds is not None:
                     phase.latencies.append(seconds)
                 if error is None:
@@ -335,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner.close()
     print("\nsummary")
     print(format_summary(phases))
+    print("model versions: " + ", ".join(f"{version} ({count} answers)" for version, count in runner.versions.items()))
     unsent = sum(p.planned - p.sent for p in phases)
     if runner.errors or unsent:
         print(f"\nFAILED: {runner.errors} failed requests, {unsent} not sent")

@@ -9,7 +9,7 @@
 # Environment: PORT (balancer, 1313), BASE_PORT (first replica, 18001; then 18002, ...),
 # CLUSTER_DIR (pids, logs, nginx.conf; default .run/cluster), WEB_CONCURRENCY (workers per
 # replica, default 1: the replicas share this machine's cores). Everything else
-# (GUNICORN_TIMEOUT, MAX_BODY_MB, MODEL_DIR, ...) reaches every replica as it reaches run_api.sh.
+# (GUNICORN_TIMEOUT, MAX_BODY_MB, MODEL_STORE, ...) reaches every replica as it reaches run_api.sh.
 set -euo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
@@ -50,8 +50,11 @@ start() {
     command -v nginx >/dev/null || die "nginx is not installed (Debian/Ubuntu: apt-get install -y nginx)"
     command -v curl >/dev/null || die "curl is not installed"
     [[ -x .venv/bin/gunicorn ]] || die "no .venv with gunicorn: run ./run_api.sh once to create it"
-    [[ -f ${MODEL_DIR:-lib/model_components}/manifest.json ]] ||
-        die "no model artifacts in ${MODEL_DIR:-lib/model_components}: run ./run_api.sh once," \
+    # Every replica reads the same model store and follows its pointer (MODEL_DIR pins a directory).
+    local model=${MODEL_DIR:+$MODEL_DIR/manifest.json}
+    model=${model:-${MODEL_STORE:-lib/model_store}/active.json}
+    [[ -f $model ]] ||
+        die "no model artifacts: no $model; run ./run_api.sh once," \
             "or: .venv/bin/python -m lib.synth && .venv/bin/python -m lib.train"
     [[ ! -f $RUN_DIR/balancer.pid ]] || die "already started in $RUN_DIR ($0 stop first)"
     mkdir -p "$RUN_DIR/nginx-temp"

@@ -22,6 +22,10 @@ SCALER_FILE = "scaler.pkl"
 MODEL_FILE = "model.pkl"
 MANIFEST_FILE = "manifest.json"
 STAGE_FILES = (IMPUTER_FILE, SCALER_FILE, MODEL_FILE)
+#: The training report beside the artifacts (lib/report.py draws it; the model card shows it).
+REPORT_FILE = "report.json"
+ROC_FILE = "roc.png"
+CALIBRATION_FILE = "calibration.png"
 #: Libraries whose pickles must be read by the exact version that wrote them.
 PINNED_LIBRARIES = ("numpy", "pandas", "scikit-learn", "scipy", "statsmodels")
 _CHECKSUM_KEY = "manifest_sha256"

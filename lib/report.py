@@ -14,9 +14,7 @@ import numpy as np  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-REPORT_FILE = "report.json"
-ROC_FILE = "roc.png"
-CALIBRATION_FILE = "calibration.png"
+from lib.artifacts import CALIBRATION_FILE, REPORT_FILE, ROC_FILE  # noqa: E402
 
 
 def write_report(out_dir: Path, manifest: dict, predictions: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:

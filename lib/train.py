@@ -1,7 +1,10 @@
 """Training pipeline (SPEC §3): messy CSV → imputer, scaler, statsmodels logit, manifest, report.
 
-    python -m lib.train [--data PATH] [--out DIR] [--threshold X | --threshold-quantile Q]
+    python -m lib.train [--data PATH] [--store DIR | --out DIR] [--threshold X | --threshold-quantile Q]
 
+Each run adds a version to the model store (lib/store.py; ``--store``, default lib/model_store/)
+and makes it active only if the store had no active version yet: switching is ``python -m
+lib.models use VERSION``. ``--out DIR`` writes a plain artifact directory instead (MODEL_DIR).
 Works unchanged on the public ``exercise_26_train.csv``.
 """
 
@@ -28,10 +31,10 @@ from lib.features import design_matrix, normalize_frame, source_column
 from lib.reference import reference_probabilities
 from lib.report import write_report
 from lib.schema import CATEGORICAL_COLUMNS, COLUMNS, NUMERIC_COLUMNS, TARGET, kind_of
+from lib.store import DEFAULT_STORE, ModelStore
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_DATA = PACKAGE_DIR / "data" / "train.csv"
-DEFAULT_OUT = PACKAGE_DIR / "model_components"
 DEFAULT_TRUE_MODEL = PACKAGE_DIR / "figures" / "true_model.csv"
 N_SELECTED = 25
 SPLIT_SEED = 13
@@ -141,7 +144,11 @@ def golden_row(frame: pd.DataFrame) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lib.train", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="training CSV (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="artifact directory (default: %(default)s)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--store", type=Path, default=DEFAULT_STORE,
+                       help="model store to add the version to (default: %(default)s)")
+    where.add_argument("--out", type=Path, default=None,
+                       help="write a plain artifact directory instead of a store version (for MODEL_DIR)")
     parser.add_argument("--true-model", type=Path, default=DEFAULT_TRUE_MODEL,
                         help="generator's true model, compared with the selection when present")
     group = parser.add_mutually_exclusive_group()
@@ -225,12 +232,40 @@ def train(args: argparse.Namespace) -> dict:
     stages = Stages(imputer=imputer, scaler=scaler, model=final, manifest=manifest)
     manifest["golden"]["probability"] = float(reference_probabilities(stages, golden_frame)[0])
 
-    manifest = save_artifacts(args.out, imputer, scaler, final, manifest)
-    # Prove the saved files load and verify before calling the run a success.
-    load_artifacts(args.out)
-    write_report(args.out, manifest, {k: (splits[k][1], fitted.predict(design[k][variables])) for k in splits})
-    log(f"wrote {args.out} (model {manifest['model_version']}) in {time.perf_counter() - started:.1f} s")
+    predictions = {k: (splits[k][1], fitted.predict(design[k][variables])) for k in splits}
+
+    def write(out_dir: Path) -> str:
+        saved = save_artifacts(out_dir, imputer, scaler, final, manifest)
+        # Prove the saved files load and verify before calling the run a success.
+        load_artifacts(out_dir)
+        write_report(out_dir, saved, predictions)
+        manifest.update(saved)
+        return saved["model_version"]
+
+    if args.out is not None:
+        write(args.out)
+        log(f"wrote {args.out} (model {manifest['model_version']}) in {time.perf_counter() - started:.1f} s")
+    else:
+        store_version(ModelStore(args.store), write)
+        log(f"done in {time.perf_counter() - started:.1f} s")
     return manifest
+
+
+def store_version(store: ModelStore, write) -> None:
+    """Add the version ``write`` makes to ``store``; make it active if the store had no active
+    version (a fresh clone's first run), else say how to switch to it."""
+    version, added = store.write_version(write)
+    log(f"model {version} {'added to' if added else 'was already in'} the model store {store.root}")
+    if store.read_pointer() is None:
+        store.use(version)
+        log(f"active version: {version} (the store had none)")
+        return
+    active = store.pointer().version
+    if active == version:
+        log(f"active version: {version}")
+    else:
+        log(f"active version stays {active}; check the new one with `python -m lib.models show {version}`, "
+            f"serve it with `python -m lib.models use {version}`")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv, install the pinned requirements when they changed, and build the model
-# artifacts (generated data + training) when they are absent.
+# (generated data + training) when the model store has no active version.
 # Usage: scripts/bootstrap.sh REQUIREMENTS_FILE
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,12 +18,19 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-model_dir=${MODEL_DIR:-lib/model_components}
-if [ ! -f "$model_dir/manifest.json" ]; then
+# MODEL_DIR, when set, is served instead of the store (README "Settings"): train into it if empty.
+if [ -n "${MODEL_DIR:-}" ]; then
+  built=$MODEL_DIR/manifest.json train=(--out "$MODEL_DIR")
+else
+  store=${MODEL_STORE:-lib/model_store}
+  built=$store/active.json train=(--store "$store")
+fi
+if [ ! -f "$built" ]; then
   if [ ! -f lib/data/train.csv ]; then
     echo "[setup] generating the stand-in dataset (lib/data/)"
     .venv/bin/python -m lib.synth
   fi
-  echo "[setup] training the model ($model_dir/)"
-  .venv/bin/python -m lib.train --out "$model_dir"
+  # Into a store, the first version trained becomes the active one.
+  echo "[setup] training the model (${train[*]})"
+  .venv/bin/python -m lib.train "${train[@]}"
 fi

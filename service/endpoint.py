@@ -22,6 +22,7 @@ from lib.errors import InputError, PayloadError
 from service.answers import ANSWER_ALIASES, ANSWER_TYPES, FORMATS, JSON, NDJSON, ROWS_FORMAT
 from service.errors import error_answer
 from service.metrics import Metrics
+from service.model_switch import ModelSwitch, ServedModel
 from service.predictor import EXPLAIN_ALL, Prediction, Predictor
 from service.readers import INPUT_LAYOUTS
 from service.request_cycle import ArrivingBody, Recorder, deadline, read_body, request_id, server_timing
@@ -36,8 +37,8 @@ ERRORS_MODES = ("reject", "inline")
 class PredictEndpoint:
     """Answers ``POST /predict``: reads the body, calls ``Predictor.predict``, maps errors."""
 
-    def __init__(self, predictor: Predictor, settings: Settings, metrics: Metrics, recorder: Recorder):
-        self.predictor = predictor
+    def __init__(self, models: ModelSwitch, settings: Settings, metrics: Metrics, recorder: Recorder):
+        self.models = models
         self.settings = settings
         self.metrics = metrics
         self.recorder = recorder
@@ -46,20 +47,22 @@ class PredictEndpoint:
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.perf_counter()
+        # Read once: the request (or stream) ends on this model whatever a switch does meanwhile.
+        served = self.models.current
         rid = request_id(environ.get("HTTP_X_REQUEST_ID"))
         request = Request(environ)
         request.max_content_length = self.settings.max_body_bytes
-        stream_reader = self.predictor.reader.streamed_reader(request.mimetype)
+        stream_reader = served.predictor.reader.streamed_reader(request.mimetype)
         if stream_reader is not None:
             try:
-                explain = self._stream_options(request)
+                explain = self._stream_options(request, served.predictor)
             except PayloadError as exc:
-                return self._answer_error(exc, rid, started, request, start_response)
-            return self._stream(request, stream_reader, explain, rid, started, start_response)
+                return self._answer_error(exc, rid, started, served.version, start_response)
+            return self._stream(request, served, stream_reader, explain, rid, started, start_response)
         headers = [("Content-Type", JSON)]
         rows = invalid_rows = 0
         try:
-            result = self._predict(request)
+            result = self._predict(request, served.predictor)
         except Exception as exc:  # every error becomes a JSON answer, as Flask's handlers make them
             if isinstance(exc, InputError):
                 rows, invalid_rows = exc.n_rows, len(exc.invalid_rows)
@@ -72,48 +75,49 @@ class PredictEndpoint:
             headers = [("Content-Type", result.media_type), ("Server-Timing", server_timing(result.phases))]
         headers.append(("Content-Length", str(len(body))))
         headers += self.recorder.finish(rid, started, METHOD, PATH, PATH, status, request.content_length or 0,
-                                        len(body), rows, invalid_rows)
+                                        len(body), rows, invalid_rows, model_version=served.version)
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", headers)
         return [body]
 
-    def _predict(self, request: Request) -> Prediction:
+    def _predict(self, request: Request, predictor: Predictor) -> Prediction:
         args = request.args if request.environ.get("QUERY_STRING") else {}
         fmt = _choice(args, "format", FORMATS)
         errors_mode = _choice(args, "errors", ERRORS_MODES)
         layout = _choice(args, "input", INPUT_LAYOUTS)
-        explain = self._explain(args.get("explain"))
+        explain = self._explain(args.get("explain"), predictor)
         answer = JSON
         if request.environ.get("HTTP_ACCEPT"):
             offered = request.accept_mimetypes.best_match([*ANSWER_TYPES, *ANSWER_ALIASES], default=JSON)
             answer = ANSWER_ALIASES.get(offered, offered)
         with deadline(self.settings.deadline_seconds, self.deadline_message):
             body = read_body(request, self.settings.max_body_bytes)
-            return self.predictor.predict(body, request.mimetype, fmt, inline_errors=errors_mode == "inline",
-                                          explain=explain, layout=layout, answer=answer)
+            return predictor.predict(body, request.mimetype, fmt, inline_errors=errors_mode == "inline",
+                                     explain=explain, layout=layout, answer=answer)
 
     def _observe(self, result: Prediction) -> None:
         self.metrics.observe_prediction(result.n_rows, result.n_rows - result.n_invalid, result.n_invalid,
                                         result.n_positive, result.errors, result.phases, result.drift)
 
-    def _answer_error(self, exc: Exception, rid: str, started: float, request: Request,
+    def _answer_error(self, exc: Exception, rid: str, started: float, model_version: str,
                       start_response: Callable) -> Iterable[bytes]:
         status, payload = error_answer(exc, self.settings.max_body_mb, self.settings.max_listed_errors, rid)
         body = orjson.dumps(payload)
         headers = [("Content-Type", JSON), ("Content-Length", str(len(body)))]
-        headers += self.recorder.finish(rid, started, METHOD, PATH, PATH, status, 0, len(body))
+        headers += self.recorder.finish(rid, started, METHOD, PATH, PATH, status, 0, len(body),
+                                        model_version=model_version)
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", headers)
         return [body]
 
-    def _stream_options(self, request: Request) -> int | None:
+    def _stream_options(self, request: Request, predictor: Predictor) -> int | None:
         """The query of a streamed request: only ``explain``; every row is answered inline."""
         args = request.args if request.environ.get("QUERY_STRING") else {}
         for name, allowed in (("format", ROWS_FORMAT), ("errors", "inline"), ("input", "rows")):
             if args.get(name, allowed) != allowed:
                 raise PayloadError(f"{name}={args[name][:40]!r} does not apply to a stream ({NDJSON}): its answer "
                                    "is NDJSON, one line a row, with an error object in place of an invalid row")
-        return self._explain(args.get("explain"))
+        return self._explain(args.get("explain"), predictor)
 
-    def _stream(self, request: Request, reader, explain: int | None, rid: str, started: float,
+    def _stream(self, request: Request, served: ServedModel, reader, explain: int | None, rid: str, started: float,
                 start_response: Callable) -> Iterable[bytes]:
         """Answer an NDJSON body chunk by chunk (service.streaming) as it arrives."""
         settings = self.settings
@@ -125,7 +129,8 @@ class PredictEndpoint:
             headers = [("Content-Type", NDJSON)]
             if error_body is not None:
                 headers = [("Content-Type", JSON), ("Content-Length", str(len(error_body)))]
-            start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", headers + self.recorder.headers(rid))
+            start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}",
+                           headers + self.recorder.headers(rid, served.version))
 
         def on_end(totals: StreamTotals) -> None:
             self.recorder.record(rid, started, METHOD, PATH, PATH, totals.status, totals.bytes_in, totals.bytes_out,
@@ -133,12 +138,12 @@ class PredictEndpoint:
 
         limits = StreamLimits(settings.stream_max_body_mb * MB, settings.stream_timeout, settings.stream_idle_limit,
                               settings.stream_chunk_rows)
-        return NdjsonStream(self.predictor, reader, ArrivingBody(request.environ["wsgi.input"], sock), limits,
+        return NdjsonStream(served.predictor, reader, ArrivingBody(request.environ["wsgi.input"], sock), limits,
                             explain, start, self._observe, on_end, rid)
 
-    def _explain(self, value: str | None) -> int | None:
+    def _explain(self, value: str | None, predictor: Predictor) -> int | None:
         """How many reasons per row ``?explain=`` asks for: None without it, every one for ``all``."""
-        most = self.predictor.n_variables
+        most = predictor.n_variables
         if value is None:
             return None
         if value == EXPLAIN_ALL:

@@ -103,8 +103,8 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, model_version: str, created_at: str, consumed_columns: Sequence[str],
-                 phases: Sequence[str], enabled: bool = True):
+    def __init__(self, phases: Sequence[str], enabled: bool = True):
+        """The model's own labels (``model_info``, the per-column counters) come with ``set_model``."""
         self.enabled = enabled
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry()
@@ -130,20 +130,44 @@ class Metrics:
             ["column"], registry=r)
         # The info-metric convention (a gauge of 1 whose labels carry the facts): prometheus_client's
         # Info type does not work in multiprocess mode.
-        self.model = Gauge("model_info", "The loaded model (value 1)", ["version", "created_at"],
-                           registry=r, multiprocess_mode="livemax")
-        self._model = self.model.labels(version=model_version, created_at=created_at)
-        self._model.set(1)
+        self.model = Gauge("model_info", "The served model (1; 0 for a version this worker switched away from)",
+                           ["version", "created_at"], registry=r, multiprocess_mode="livemax")
+        self.switches = Counter("model_switches", "Switches of a worker to another model version, by version",
+                                ["version"], registry=r)
+        self.switch_failures = Counter(
+            "model_switch_failures", "Versions a worker could not switch to (it kept its model), by version",
+            ["version"], registry=r)
+        self._model = None
+        # set_model runs in a worker's switch thread; render re-sets the gauge in a request.
+        self._model_lock = threading.Lock()
         # Resolved once: labels() takes a lock and a dict lookup on every call.
         self._phases = {p: self.phase.labels(p) for p in phases}
-        self._missing = {c: self.missing.labels(c) for c in consumed_columns}
-        self._out_of_range = {c: self.out_of_range.labels(c) for c in consumed_columns if kind_of(c) in NUMERIC_KINDS}
+        self._missing: dict[str, Counter] = {}
+        self._out_of_range: dict[str, Counter] = {}
         self._requests: dict[tuple[str, str, int], Counter] = {}
         self._durations: dict[str, Histogram] = {}
         self._duration_bounds = _bounds(DURATION_BUCKETS)
         self._row_bounds = _bounds(ROW_BUCKETS)
         self._phase_bounds = _bounds(PHASE_BUCKETS)
         self._pending_writes: PendingWrites | None = None
+
+    def set_model(self, version: str, created_at: str, consumed_columns: Sequence[str]) -> None:
+        """Name the model now served in ``model_info`` (the one before goes to 0), and make the
+        per-column counters of its consumed columns (listed at zero until counted)."""
+        with self._model_lock:
+            if self._model is not None:
+                self._model.set(0)
+            self._model = self.model.labels(version=version, created_at=created_at)
+            self._model.set(1)
+        for column in consumed_columns:
+            if column not in self._missing:
+                self._missing[column] = self.missing.labels(column)
+            if kind_of(column) in NUMERIC_KINDS and column not in self._out_of_range:
+                self._out_of_range[column] = self.out_of_range.labels(column)
+
+    def count_switch(self, version: str, failed: bool = False) -> None:
+        """Count a switch of this worker to ``version``, or a failed attempt (``failed``)."""
+        (self.switch_failures if failed else self.switches).labels(version).inc()
 
     def _pending(self) -> PendingWrites:
         """This process's pending writes; a forked worker starts its own (with its own thread)."""
@@ -201,7 +225,9 @@ class Metrics:
             self._pending_writes.flush()
         # Written again by the worker that answers: gunicorn clears the samples directory after
         # the preloading master wrote it, and "livemax" drops the gauges of dead workers.
-        self._model.set(1)
+        with self._model_lock:
+            if self._model is not None:
+                self._model.set(1)
         if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

@@ -255,7 +255,7 @@ LimitsSchema = _OpenSchema.from_dict({
     "max_listed_errors": fields.Integer(required=True),
 }, name="Limits")
 
-ModelCardSchema = _OpenSchema.from_dict({
+_MANIFEST_FIELDS = {
     "model_version": fields.String(required=True),
     "created_at": fields.String(required=True, metadata={"format": "date-time"}),
     "training_data": fields.Dict(required=True, metadata={"description": "file name, sha256 fingerprint, rows"}),
@@ -269,9 +269,50 @@ ModelCardSchema = _OpenSchema.from_dict({
     "library_versions": fields.Dict(keys=fields.String(), values=fields.String(), required=True),
     "files": fields.Dict(keys=fields.String(), values=fields.String(), required=True,
                          metadata={"description": "sha256 of each artifact"}),
+}
+
+FailedSwitchSchema = _OpenSchema.from_dict({
+    "version": fields.String(required=True, allow_none=True, metadata={"description": "null: unreadable pointer"}),
+    "error": fields.String(required=True), "at": fields.String(required=True, metadata={"format": "date-time"}),
+}, name="FailedSwitch")
+
+LifecycleSchema = _OpenSchema.from_dict({
+    "active_version": fields.String(required=True, allow_none=True,
+                                    metadata={"description": "the version the store's pointer names now"}),
+    "loaded_at": fields.String(required=True, metadata={"format": "date-time"}),
+    "poll_seconds": fields.Float(required=True, allow_none=True,
+                                 metadata={"description": "MODEL_POLL_SECONDS; null with MODEL_DIR"}),
+    "failed_switch": fields.Nested(FailedSwitchSchema, required=True, allow_none=True, metadata={
+        "description": "the active version this worker could not load (it kept its model), else null"}),
+}, name="Lifecycle")
+
+ModelCardSchema = _OpenSchema.from_dict({
+    **_MANIFEST_FIELDS,
     "limits": fields.Nested(LimitsSchema, required=True),
     "explanation_method": fields.String(required=True, metadata={"description": "how ?explain's reasons are made"}),
+    "lifecycle": fields.Nested(LifecycleSchema, required=True),
 }, name="ModelCard")
+
+VersionCardSchema = _OpenSchema.from_dict({
+    **_MANIFEST_FIELDS,
+    "active": fields.Boolean(required=True, metadata={"description": "the store's active version"}),
+    "serving": fields.Boolean(required=True, metadata={"description": "served by the worker that answered"}),
+}, name="VersionCard")
+
+VersionSchema = _OpenSchema.from_dict({
+    "version": fields.String(required=True),
+    "active": fields.Boolean(required=True), "serving": fields.Boolean(required=True),
+    "created_at": fields.String(metadata={"format": "date-time"}),
+    "threshold": fields.Float(), "auc": fields.Dict(keys=fields.String(), values=fields.Float()),
+    "training_data": fields.Dict(metadata={"description": "file name, sha256 fingerprint, rows"}),
+    "error": fields.String(metadata={"description": "why the version is unusable (instead of its figures)"}),
+}, name="Version")
+
+ModelListSchema = _OpenSchema.from_dict({
+    "active_version": fields.String(required=True, allow_none=True),
+    "serving_version": fields.String(required=True),
+    "versions": fields.List(fields.Nested(VersionSchema), required=True),
+}, name="ModelList")
 
 
 # --- The OpenAPI document -----------------------------------------------------------------
@@ -307,7 +348,8 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
     for name, schema in (("Row", RowSchema), ("Prediction", PredictionSchema), ("RowError", RowErrorSchema),
                          ("PredictionColumns", PredictionColumnsSchema), ("Error", ErrorSchema),
                          ("StreamEnd", StreamEndSchema),
-                         ("Health", HealthSchema), ("Ready", ReadySchema), ("ModelCard", ModelCardSchema)):
+                         ("Health", HealthSchema), ("Ready", ReadySchema), ("ModelCard", ModelCardSchema),
+                         ("VersionCard", VersionCardSchema), ("ModelList", ModelListSchema)):
         spec.components.schema(name, schema=schema)
     rows = {"type": "array", "items": _ref("Row"), "minItems": 1, "maxItems": max_rows}
     spec.path("/predict", operations={"post": {
@@ -385,7 +427,19 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
     _get(spec, "/health", "The process is alive", _ref("Health"))
     _get(spec, "/ready", "Artifacts verified and the golden row scores as recorded", _ref("Ready"),
          {"503": _error("not ready: artifacts changed or the golden row drifted")})
-    _get(spec, "/model", "The model card: the manifest (minus the golden row) and the limits", _ref("ModelCard"))
+    _get(spec, "/model", "The served model's card: its manifest (minus the golden row), the limits, its lifecycle; "
+         "an HTML page for a browser (Accept: text/html)", _ref("ModelCard"), html=True)
+    _get(spec, "/models", "The versions of the model store, the active one and the one served", _ref("ModelList"))
+    version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+    _get(spec, "/models/{version}", "A version's card, to check it before a switch; an HTML page for a browser",
+         _ref("VersionCard"), {"404": _error("no such version")}, html=True, parameters=[version])
+    spec.path("/models/{version}/{picture}", operations={"get": {
+        "summary": "A picture training drew for the version", "parameters": [version, {
+            "name": "picture", "in": "path", "required": True,
+            "schema": {"type": "string", "enum": ["roc.png", "calibration.png"]}}],
+        "responses": {"200": {"description": "PNG", "content": {"image/png": {"schema": {
+            "type": "string", "format": "binary"}}}, "headers": _COMMON_HEADERS},
+            "404": _error("no such version or picture")}}})
     _get(spec, "/openapi.json", "This document", {"type": "object"})
     spec.path("/metrics", operations={"get": {"summary": "Prometheus metrics, summed over the workers",
                                               "responses": {"200": {"description": "text exposition format",
@@ -398,10 +452,12 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
     return spec.to_dict()
 
 
-def _get(spec: APISpec, path: str, summary: str, schema: dict, more: dict | None = None) -> None:
-    responses = {"200": {"description": summary, "content": _json(schema), "headers": _COMMON_HEADERS},
-                 **(more or {})}
-    spec.path(path, operations={"get": {"summary": summary, "responses": responses}})
+def _get(spec: APISpec, path: str, summary: str, schema: dict, more: dict | None = None, html: bool = False,
+         parameters: list | None = None) -> None:
+    content = {**_json(schema), **({"text/html": {"schema": {"type": "string"}}} if html else {})}
+    responses = {"200": {"description": summary, "content": content, "headers": _COMMON_HEADERS}, **(more or {})}
+    spec.path(path, operations={"get": {"summary": summary, "responses": responses,
+                                        **({"parameters": parameters} if parameters else {})}})
 
 
 _DESCRIPTION = """\

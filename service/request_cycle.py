@@ -182,20 +182,22 @@ class Recorder:
     """Finishes every answer the same way, whichever entry point made it: the request-id,
     model-version and nosniff headers, the request metrics and the access line."""
 
-    def __init__(self, model_version: str, metrics: Metrics, access_log: AccessLog | None):
-        self.model_version = model_version
+    def __init__(self, metrics: Metrics, access_log: AccessLog | None):
         self.metrics = metrics
         self.access_log = access_log
 
     def finish(self, request_id: str, started: float, method: str, path: str, endpoint: str, status: int,
-               bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0) -> list[tuple[str, str]]:
-        """Record one answered request; return the headers to add to its answer."""
+               bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0, *,
+               model_version: str) -> list[tuple[str, str]]:
+        """Record one answered request; return the headers to add to its answer. ``model_version``
+        is the version the request used (fetched once at its start: a switch may happen meanwhile)."""
         self.record(request_id, started, method, path, endpoint, status, bytes_in, bytes_out, rows, invalid_rows)
-        return self.headers(request_id)
+        return self.headers(request_id, model_version)
 
-    def headers(self, request_id: str) -> list[tuple[str, str]]:
+    @staticmethod
+    def headers(request_id: str, model_version: str) -> list[tuple[str, str]]:
         """The headers every answer carries (a stream sends them before its rows are counted)."""
-        return [(REQUEST_ID_HEADER, request_id), (MODEL_VERSION_HEADER, self.model_version),
+        return [(REQUEST_ID_HEADER, request_id), (MODEL_VERSION_HEADER, model_version),
                 ("X-Content-Type-Options", "nosniff")]
 
     def record(self, request_id: str, started: float, method: str, path: str, endpoint: str, status: int,

@@ -6,6 +6,7 @@ limits (body size, timeouts) cannot drift apart. Tests pass overrides to the fac
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -20,6 +21,10 @@ def _cpu_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+#: Settings without a default value whose variable, when set, is a path.
+_OPTIONAL_PATHS = frozenset({"model_dir"})
 
 
 def _flag(value: str) -> bool:
@@ -39,7 +44,13 @@ class Settings:
     drain_seconds: int = 0
     max_rows: int = 100_000
     max_body_mb: int = 400
-    model_dir: Path = PROJECT_DIR / "lib" / "model_components"
+    # The model store (lib/store.py): each worker serves its active version and follows its pointer.
+    model_store: Path = PROJECT_DIR / "lib" / "model_store"
+    # A plain artifact directory (`python -m lib.train --out DIR`) served instead of the store, and
+    # never switched: when set, it wins over MODEL_STORE.
+    model_dir: Path | None = None
+    # Seconds between two reads of the store's pointer by each worker; 0: read only at start.
+    model_poll_seconds: float = 2.0
     allow_version_mismatch: bool = False
     max_listed_errors: int = 100
     # NDJSON streams (service/streaming.py): body limit in MB (0: none), seconds for a whole
@@ -88,9 +99,9 @@ class Settings:
             try:
                 if isinstance(default, bool):
                     values[field.name] = _flag(raw)
-                elif isinstance(default, int):
-                    values[field.name] = int(raw)
-                elif isinstance(default, Path):
+                elif isinstance(default, int | float):
+                    values[field.name] = type(default)(raw)
+                elif isinstance(default, Path) or field.name in _OPTIONAL_PATHS:
                     values[field.name] = Path(raw)
                 else:
                     values[field.name] = raw
@@ -116,5 +127,6 @@ class Settings:
                 raise SystemExit(f"{name.upper()} must be at least 1, got {getattr(self, name)}")
         if self.stream_max_body_mb < 0:
             raise SystemExit(f"STREAM_MAX_BODY_MB must be 0 (no limit) or more, got {self.stream_max_body_mb}")
-        if self.drain_seconds < 0:
-            raise SystemExit(f"DRAIN_SECONDS must be 0 or more, got {self.drain_seconds}")
+        for name in ("drain_seconds", "model_poll_seconds"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise SystemExit(f"{name.upper()} must be a number, 0 or more, got {getattr(self, name)}")

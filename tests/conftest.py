@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,10 +19,10 @@ import statsmodels.api as sm
 from lib.artifacts import Stages, load_artifacts
 from lib.features import design_matrix, normalize_frame
 from lib.schema import CATEGORICAL_COLUMNS
+from lib.store import DEFAULT_STORE, ModelStore
 from lib.synth import TEST_FILE, TRAIN_FILE
 from tests.live_server import PROJECT_DIR, LiveServer
 
-MODEL_DIR = PROJECT_DIR / "lib" / "model_components"
 DATA_DIR = PROJECT_DIR / "lib" / "data"
 TEST_JSON = DATA_DIR / TEST_FILE
 
@@ -40,10 +41,44 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def model_dir(data_dir) -> Path:
-    """The project's trained artifacts, lib/model_components/ (trained once on lib/data/ if absent)."""
-    if not (MODEL_DIR / "manifest.json").exists():
+    """The directory of the project's served model: the active version of lib/model_store/
+    (trained on lib/data/ once if the store has none)."""
+    store = ModelStore(DEFAULT_STORE)
+    if store.read_pointer() is None:
         subprocess.run([sys.executable, "-m", "lib.train"], cwd=PROJECT_DIR, check=True)
-    return MODEL_DIR
+    return store.active()[1]
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory) -> Path:
+    """A second model, as ``python -m lib.train --out`` writes it: trained on 12,000 rows drawn
+    with another seed and with another threshold, so its probabilities and classes differ from
+    the project's model."""
+    work = tmp_path_factory.mktemp("other-model")
+    subprocess.run([sys.executable, "-m", "lib.synth", "--seed", "7", "--rows", "12000", "--test-rows", "10",
+                    "--out", str(work / "data")], cwd=PROJECT_DIR, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "lib.train", "--data", str(work / "data" / "train.csv"),
+                    "--out", str(work / "model"), "--threshold", "0.6"], cwd=PROJECT_DIR, check=True,
+                   capture_output=True)
+    return work / "model"
+
+
+class TwoVersions(NamedTuple):
+    """A model store of a test's own holding two versions, ``a`` active."""
+
+    store: ModelStore
+    a: str
+    b: str
+
+
+@pytest.fixture()
+def two_versions(model_dir, other_model_dir, tmp_path) -> TwoVersions:
+    """A store in tmp_path: the project's model (``a``, active) and the other model (``b``)."""
+    store = ModelStore(tmp_path / "store")
+    a, _ = store.add(model_dir)
+    b, _ = store.add(other_model_dir)
+    store.use(a)
+    return TwoVersions(store, a, b)
 
 
 @pytest.fixture(scope="session")

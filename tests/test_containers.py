@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ LB_IMAGE = os.environ.get("LB_IMAGE", "batch-predict/haproxy:2.6-debian")
 PREFIX = f"bptest{os.getpid()}"
 # How long each load run lasts, in seconds of the measured request rate: long enough that the
 # event (kill, stop, scale) lands in the middle of it and a new replica has time to join.
-RUN_SECONDS = {"kill": 15, "stop": 15, "scale": 30}
+RUN_SECONDS = {"kill": 15, "stop": 15, "scale": 30, "switch": 30}
 
 
 def docker(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -142,10 +143,11 @@ def test_image_serves_the_model_read_only_as_a_non_root_user(image_container, cl
 class Stack:
     """One compose project of the shipped docker-compose.yaml, with its own name."""
 
-    def __init__(self, name: str, retries: int):
+    def __init__(self, name: str, retries: int, store: Path | None = None):
         self.name = name
         self.env = {**os.environ, "PYTHON_IMAGE": PYTHON_IMAGE, "PIP_NO_INDEX": "1", "LB_IMAGE": LB_IMAGE,
-                    "API_IMAGE": API_IMAGE, "LB_PUBLISH": "127.0.0.1:", "LB_RETRIES": str(retries)}
+                    "API_IMAGE": API_IMAGE, "LB_PUBLISH": "127.0.0.1:", "LB_RETRIES": str(retries),
+                    **({"MODEL_STORE_VOLUME": str(store)} if store else {})}
         self.url = ""
 
     def compose(self, *args: str) -> str:
@@ -185,8 +187,8 @@ def stack(api_image, request):
     container, network and volume of it is removed after the test."""
     made: list[Stack] = []
 
-    def up(replicas: int = 3, retries: int = 3) -> Stack:
-        one = Stack(f"{PREFIX}{request.node.name.replace('_', '')[:20]}{len(made)}", retries)
+    def up(replicas: int = 3, retries: int = 3, store: Path | None = None) -> Stack:
+        one = Stack(f"{PREFIX}{request.node.name.replace('_', '')[:20]}{len(made)}", retries, store)
         made.append(one)
         one.scale(replicas)
         one.url = host_url(one.compose("port", "lb", "1313"))
@@ -307,3 +309,49 @@ def test_scaled_up_replica_gets_traffic(stack, tmp_path):
     assert served, f"{added} got no request in the {RUN_SECONDS['scale']} s run after scaling"
     print(f"\n[docker] scale to 4 mid-run: {added} answered {len(served)} requests, the first "
           f"{min(served) - moment:.1f} s after the scale command; {output.strip().splitlines()[-1]}")
+
+
+# --- the model store -----------------------------------------------------------------------------
+
+
+def replica_version(container: str) -> str | None:
+    """The model version a replica's /ready names (None while it does not answer 200)."""
+    probe = docker("exec", container, "python", "-c",
+                   "import json, urllib.request; print(json.load(urllib.request.urlopen("
+                   "'http://127.0.0.1:1313/ready', timeout=4))['model_version'])", check=False)
+    return probe.stdout.strip() if probe.returncode == 0 else None
+
+
+def test_the_store_volume_is_seeded_from_the_image_and_only_root_may_switch(stack):
+    up = stack(replicas=2)
+    first = up.replicas()[0]
+    listed = up.compose("exec", "-T", "--user", "0", "api", "python", "-m", "lib.models", "list")
+    (active,) = [line.split()[1] for line in listed.splitlines() if line.startswith("* ")]
+    assert {replica_version(name) for name in up.replicas()} == {active}
+    # The app user reads the store but cannot move its pointer.
+    refused = docker("exec", first, "python", "-m", "lib.models", "use", active, check=False)
+    assert refused.returncode == 1 and "Permission denied" in refused.stderr
+    assert up.compose("exec", "-T", "--user", "0", "api", "python", "-m", "lib.models", "verify", active).startswith(
+        f"version {active}: verified")
+
+
+def test_one_pointer_switches_every_replica_under_load(stack, two_versions, tmp_path):
+    # The host's store, bind-mounted (MODEL_STORE_VOLUME): replicas run as another user.
+    store, a, b = two_versions
+    up = stack(replicas=2, store=store.root)
+    assert {replica_version(name) for name in up.replicas()} == {a}
+
+    def switch_there_and_back() -> None:
+        for version in (b, a):
+            used = time.monotonic()
+            subprocess.run([sys.executable, "-m", "lib.models", "--store", str(store.root), "use", version],
+                           cwd=PROJECT_DIR, check=True, capture_output=True)
+            wait_for(lambda v=version: {replica_version(n) for n in up.replicas()} == {v}, 60,
+                     f"every replica serving {version}")
+            print(f"\n[docker] every replica served {version} {time.monotonic() - used:.1f} s after `use`")
+
+    output, _ = run_with_event(up, tmp_path, "switch", switch_there_and_back)
+    versions = dict(re.findall(r"(\S+) \((\d+) answers\)", output.split("model versions: ", 1)[1]))
+    assert set(versions) == {a, b}, output[-500:]
+    print(f"[docker] switch a->b->a through the balancer: {output.strip().splitlines()[-1]}; answers by version: "
+          + ", ".join(f"{v} {n}" for v, n in versions.items()))

@@ -26,7 +26,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.ndjson_client import OpenStream
-from tests.live_server import wait_for
+from tests.live_server import wait_for, without_service_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -182,7 +182,8 @@ def test_compose_balancer_publishes_1313_with_the_shipped_config():
 
 
 @pytest.mark.parametrize("version", ["1.27.0", kubernetes_validate.latest_version()])
-@pytest.mark.parametrize("manifest", ["deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"])
+@pytest.mark.parametrize("manifest", ["deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml", "model-store.yaml",
+                                      "jobs/models-use.yaml"])
 def test_k8s_manifest_validates(manifest, version):
     for resource in load_yaml(K8S / manifest):
         kubernetes_validate.validate(resource, version, strict=True)
@@ -211,6 +212,38 @@ def test_k8s_deployment_sizes_workers_to_cpus_and_probes_readiness():
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     assert "emptyDir" in volumes[next(n for n, p in mounts.items() if p == "/tmp")]
+
+
+def test_k8s_pods_share_the_model_store_read_only_and_the_job_switches_it():
+    pod = k8s("Deployment")["spec"]["template"]["spec"]
+    claim = k8s("PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    (container,) = pod["containers"]
+    (store_mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/app/lib/model_store"]
+    assert store_mount["readOnly"] is True
+    assert volumes[store_mount["name"]]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    # The seed container writes the same claim, from the image's store, as the app user.
+    (seed,) = pod["initContainers"]
+    (seed_mount,) = seed["volumeMounts"]
+    assert volumes[seed_mount["name"]] == volumes[store_mount["name"]] and not seed_mount.get("readOnly")
+    assert seed["command"] == ["python", "-m", "lib.models", "--store", seed_mount["mountPath"], "seed",
+                               "/app/lib/model_store"]
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]
+    (job,) = load_yaml(K8S / "jobs" / "models-use.yaml")
+    job_pod = job["spec"]["template"]["spec"]
+    (models,) = job_pod["containers"]
+    assert models["command"][:5] == ["python", "-m", "lib.models", "--store", models["volumeMounts"][0]["mountPath"]]
+    assert models["command"][5] == "use"
+    assert job_pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert models["image"] == container["image"]
+
+
+def test_compose_replicas_share_the_model_store_volume():
+    document = compose()
+    (mount,) = document["services"]["api"]["volumes"]
+    assert mount == "${MODEL_STORE_VOLUME:-model-store}:/app/lib/model_store"
+    assert "model-store" in document["volumes"]
 
 
 def test_k8s_service_hpa_and_pdb_select_the_deployment():
@@ -265,7 +298,7 @@ def test_dockerfile_trains_in_its_own_stage_and_serves_without_training_packages
     assert "pip install -r requirements-train.txt" in runs["artifacts"]
     assert "python -m lib.synth && python -m lib.train" in runs["artifacts"]
     _, app = stages["app"]
-    assert app == [("COPY", "--from=artifacts /app/lib/model_components /app/lib/model_components")]
+    assert app == [("COPY", "--from=artifacts /app/lib/model_store /app/lib/model_store")]
     _, runtime = stages["runtime"]
     assert ("COPY", "--from=builder /opt/venv /opt/venv") in runtime
 
@@ -303,19 +336,21 @@ def test_dockerignore_lets_in_only_what_the_image_needs():
     allowed = {line[1:] for line in lines if line.startswith("!")}
     assert allowed == {"wheels/", "requirements.txt", "requirements-train.txt", "gunicorn.conf.py", "*.py", "service/",
                        "lib/"}
-    assert {"lib/data/", "lib/model_components/"} <= set(lines)
+    assert {"lib/data/", "lib/model_store/", "lib/model_components/"} <= set(lines)
 
 
 # --- local topology ----------------------------------------------------------------------------
 
 
-def test_local_cluster_refuses_without_artifacts(tmp_path):
-    env = {**os.environ, "MODEL_DIR": str(tmp_path / "absent"), "CLUSTER_DIR": str(tmp_path)}
+@pytest.mark.parametrize(("variable", "looked_for"), [("MODEL_DIR", "manifest.json"), ("MODEL_STORE", "active.json")])
+def test_local_cluster_refuses_without_artifacts(tmp_path, variable, looked_for):
+    env = {**without_service_settings(os.environ), variable: str(tmp_path / "absent"), "CLUSTER_DIR": str(tmp_path)}
     result = subprocess.run(["bash", str(CLUSTER), "start", "1"], env=env, capture_output=True, text=True, check=False)
     if NGINX is None:
         assert "nginx is not installed" in result.stderr
     else:
-        assert "no model artifacts" in result.stderr and "lib.train" in result.stderr
+        assert f"no model artifacts: no {tmp_path / 'absent' / looked_for}" in result.stderr
+        assert "lib.train" in result.stderr
     assert result.returncode != 0
 
 

@@ -6,11 +6,15 @@ a forbidden import."""
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.live_server import PROJECT_DIR
+from tests.live_server import PROJECT_DIR, without_service_settings
 
 ROOT_MODULES = {"flaskapp", "preprocess_input_json"}
 WEB_FRAMEWORKS = {"flask", "werkzeug", "gunicorn", "flask_swagger_ui"}
@@ -79,3 +83,28 @@ def test_the_root_holds_only_the_entry_points():
     assert python_files == {"flaskapp.py", "preprocess_input_json.py", "gunicorn.conf.py"}
     packages = {path.name for path in PROJECT_DIR.iterdir() if path.is_dir() and not path.name.startswith((".", "__"))}
     assert packages <= {"lib", "service", "bench", "deploy", "docs", "scripts", "tests", "wheels"}
+
+
+def pinned_names(path) -> set[str]:
+    """The distribution names pinned in a requirements file (its own lines, not those it includes)."""
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return {line.split("==")[0].lower().replace("_", "-") for line in lines if line and not line.startswith("-")}
+
+
+def test_serving_loads_no_training_only_package(model_dir):
+    # The image holds only requirements.txt: the app and lib.models must run without the rest.
+    runtime = pinned_names(PROJECT_DIR / "requirements.txt")
+    training_only = pinned_names(PROJECT_DIR / "requirements-train.txt") - runtime
+    assert "matplotlib" in training_only
+    code = ("import json, sys\n"
+            "from importlib.metadata import packages_distributions\n"
+            "import flaskapp, lib.models\n"
+            "flaskapp.create_app({'model_dir': sys.argv[1], 'access_log': False})\n"
+            "owners = packages_distributions()\n"
+            "loaded = {d.lower() for m in list(sys.modules) for d in owners.get(m.split('.')[0], [])}\n"
+            "print(json.dumps(sorted(loaded)))")
+    done = subprocess.run([sys.executable, "-c", code, str(model_dir)], cwd=PROJECT_DIR, capture_output=True,
+                          text=True, timeout=120, env=without_service_settings(os.environ))
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "numpy" in loaded and loaded & training_only == set()

@@ -22,6 +22,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -32,6 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lib.schema import ID_KEY
+from lib.store import ModelStore
 from service.settings import MB, Settings
 from tests.live_server import PROJECT_DIR
 
@@ -224,6 +226,9 @@ def check_answer(command: str, output: str, model_dir, tmp: Path) -> None:
         assert answer["model_version"] == manifest["model_version"]
         assert answer["limits"] == DEFAULT_LIMITS
         assert "golden" not in answer
+    elif url.path == "/models":
+        assert answer["active_version"] == answer["serving_version"] == manifest["model_version"]
+        assert manifest["model_version"] in [entry["version"] for entry in answer["versions"]]
     elif url.path == "/openapi.json":
         assert answer["openapi"].startswith("3.1") and "/predict" in answer["paths"]
     else:
@@ -328,6 +333,44 @@ def test_every_setting_is_documented(variable):
                                    "api_schema.py", "JSON is malformed"])
 def test_the_readme_names_nothing_that_is_gone(stale):
     assert stale not in README
+
+
+def models_commands() -> list[str]:
+    """The commands of README "Models" that run the project's tools, in order, comments cut."""
+    section = README[README.index("\n## Models\n"):README.index("\n## Benchmarks")]
+    return [line.split("  #")[0].strip() for line in code_lines(section) if line.startswith(".venv/bin/python -m lib.")]
+
+
+def test_the_models_commands_train_check_switch_and_roll_back_as_written(model_dir, tmp_path):
+    """README "Models" as written, on a store and data of the test's own: `--store` and the data
+    directory are the only words changed."""
+    commands = models_commands()
+    assert [c.split()[2] for c in commands] == ["lib.synth", "lib.train", "lib.models", "lib.models", "lib.models",
+                                                "lib.models", "lib.models"]
+    store = ModelStore(tmp_path / "store")
+    first, _ = store.add(model_dir)
+    store.use(first)  # as ./run_api.sh leaves a fresh clone
+    outputs = []
+    for command in commands:
+        words = shlex.split(command.replace("lib/data/", f"{tmp_path}/data/"))
+        words[0] = sys.executable
+        if words[2] == "lib.models":
+            words[3:3] = ["--store", str(store.root)]
+        elif words[2] == "lib.train":
+            words += ["--store", str(store.root)]
+        done = subprocess.run(words, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{command}: {done.stderr[-2000:]}"
+        outputs.append(done.stdout)
+        if words[2] == "lib.train":
+            (new,) = set(store.versions()) - {first}
+            assert store.pointer().version == first, "training must not switch"
+    listed, shown, verified, used, rolled_back = outputs[2:]
+    assert f"* {first}" in listed and f"  {new}" in listed
+    assert shown.startswith(f"version      {new}\n")
+    assert verified.startswith(f"version {new}: verified")
+    assert used.startswith(f"active version: {new} (was {first})")
+    assert rolled_back.startswith(f"active version: {first} (was {new})")
+    assert store.pointer().version == first
 
 
 def test_the_command_extraction_joins_continued_lines_and_ignores_prose():

@@ -20,10 +20,18 @@ import numpy as np
 import pytest
 
 from lib import synth
-from lib.artifacts import MANIFEST_FILE, STAGE_FILES, library_versions, load_artifacts, sha256_bytes
+from lib.artifacts import (
+    CALIBRATION_FILE,
+    MANIFEST_FILE,
+    REPORT_FILE,
+    ROC_FILE,
+    STAGE_FILES,
+    library_versions,
+    load_artifacts,
+    sha256_bytes,
+)
 from lib.batch import RawBatch
 from lib.features import source_column
-from lib.report import CALIBRATION_FILE, REPORT_FILE, ROC_FILE
 from lib.schema import CATEGORICAL_COLUMNS, COLUMNS, NUMERIC_COLUMNS, TARGET
 from lib.scorer import check_golden, compile_plan, score_batch
 from lib.train import choose_threshold, load_training_table, main, parse_args
