@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--url", default=DEFAULT_URL, help="base URL of the server (default: %(default)s)")
     parser.add_argument("-n", "--requests", type=int, default=10_000, metavar="N",
                         help="single-row requests, looping over the test rows (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=None, metavar="S",
+                        help="send single-row requests for S seconds instead of --requests of them")
     parser.add_argument("-b", "--batches", type=int, default=200, metavar="N",
                         help="random batches of random test rows (default: %(default)s)")
     parser.add_argument("-c", "--concurrency", type=int, default=4, metavar="N",
@@ -102,6 +105,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in ("concurrency", "max_batch", "max_errors"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.seconds is not None and not 0 < args.seconds < float("inf"):
+        parser.error(f"--seconds must be a positive number, got {args.seconds}")
     if not args.data.is_file():
         parser.error(f"{args.data} not found: ./run_api.sh generates lib/data/test.json, or pass --data")
     if args.seed is None:
@@ -212,32 +217,34 @@ class Runner:
         seen = self.seen.setdefault(reply.model_version, {})
         return reply.seconds, check_answer(reply.status, reply.body, job.rows, seen), reply.model_version
 
-    def run(self, kind: str, jobs: Sequence[Job]) -> Phase:
-        """Send every job (or until ``max_errors`` failures in all); return the phase's figures."""
-        phase = Phase(kind, len(jobs))
-        if not jobs or self.errors >= self.max_errors:
+    def run(self, kind: str, jobs: Sequence[Job] | Iterable[Job], until: float | None = None) -> Phase:
+        """Send every job, or (with ``until``, a ``time.perf_counter()`` value) jobs until then,
+        keeping ``concurrency`` in flight, or until ``max_errors`` failures in all; return the
+        phase's figures."""
+        phase = Phase(kind, len(jobs) if isinstance(jobs, Sequence) and until is None else 0)
+        if (until is None and not phase.planned) or self.errors >= self.max_errors:
             return phase
         started = last_report = time.perf_counter()
+        pending = iter(jobs)
+        in_flight: dict[Future, Job] = {}
+        drained = given_up = False
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"stress-{kind}")
         try:
-            futures = {pool.submit(self._send, job): job for job in jobs}
-            for future in as_completed(futures):
-                seconds, error, version = future.result()
-                phase.sent += 1
-                if seconds is not None:
-                    self.versions[version] = self.versions.get(version, 0) + 1
-                if seconds is not None:
-                    phase.latencies.append(seconds)
-                if error is None:
-                    phase.rows_ok += len(futures[future].rows)
-                else:
-                    phase.errors += 1
-                    self.errors += 1
-                    if len(phase.messages) < LISTED_ERRORS:
-                        phase.messages.append(error)
-                    if self.errors >= self.max_errors:
-                        self.out(f"[{kind}] stopping: {self.errors} failed requests (--max-errors {self.max_errors})")
+            while not given_up:
+                while not drained and len(in_flight) < 2 * self.concurrency:
+                    job = next(pending, None) if until is None or time.perf_counter() < until else None
+                    if job is None:
+                        drained = True
                         break
+                    in_flight[pool.submit(self._send, job)] = job
+                    if until is not None:
+                        phase.planned += 1
+                if not in_flight:
+                    break
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    # At max_errors the rest is dropped uncounted, answered or not.
+                    given_up = given_up or self._tally(kind, phase, in_flight.pop(future), *future.result())
                 now = time.perf_counter()
                 if now - last_report >= self.progress_seconds:
                     last_report = now
@@ -247,6 +254,25 @@ class Runner:
             phase.seconds = time.perf_counter() - started
         self.out(_progress(phase, phase.seconds))
         return phase
+
+    def _tally(self, kind: str, phase: Phase, job: Job, seconds: float | None, error: str | None,
+               version: str | None) -> bool:
+        """Count one answered job; True when the run must stop (``max_errors`` reached)."""
+        phase.sent += 1
+        if seconds is not None:
+            self.versions[version] = self.versions.get(version, 0) + 1
+            phase.latencies.append(seconds)
+        if error is None:
+            phase.rows_ok += len(job.rows)
+            return False
+        phase.errors += 1
+        self.errors += 1
+        if len(phase.messages) < LISTED_ERRORS:
+            phase.messages.append(error)
+        if self.errors >= self.max_errors:
+            self.out(f"[{kind}] stopping: {self.errors} failed requests (--max-errors {self.max_errors})")
+            return True
+        return False
 
     def run_stream(self, n_rows: int) -> Phase:
         """Send ``n_rows`` test rows in one NDJSON stream, checking each answer line as it comes."""
@@ -329,13 +355,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     encoded = encode_rows(args.data)
     jobs = plan_jobs(len(encoded), args.requests, args.batches, args.max_batch, random.Random(args.seed))
     stream = f", a stream of {args.stream:,} rows" if args.stream else ""
-    print(f"stress test of {args.url}: {args.requests} single-row requests, {args.batches} batches of "
+    singles = f"{args.requests}" if args.seconds is None else f"{args.seconds:g} s of"
+    print(f"stress test of {args.url}: {singles} single-row requests, {args.batches} batches of "
           f"1..{args.max_batch} rows{stream}, concurrency {args.concurrency}, {len(encoded)} rows from {args.data}, "
           f"seed {args.seed}", flush=True)
     runner = Runner(args.url, encoded, args.concurrency, args.timeout, args.max_errors, args.progress_seconds,
                     out=lambda line: print(line, flush=True))
     try:
-        phases = [runner.run(kind, jobs[kind]) for kind in (SINGLE, BATCH)]
+        if args.seconds is None:
+            phases = [runner.run(SINGLE, jobs[SINGLE])]
+        else:
+            singles = (Job(SINGLE, (i % len(encoded),)) for i in itertools.count())
+            phases = [runner.run(SINGLE, singles, until=time.perf_counter() + args.seconds)]
+        phases.append(runner.run(BATCH, jobs[BATCH]))
         if args.stream:
             phases.append(runner.run_stream(args.stream))
     finally:

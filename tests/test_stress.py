@@ -205,3 +205,19 @@ def test_a_stream_with_missing_answer_lines_fails(short_stream_server, few_rows)
     assert done.returncode == 1, done.stdout
     assert summary_line(done.stdout, "stream")["errors"] == 1
     assert "[stream] 3 answer lines for 100 rows" in done.stdout
+
+
+@pytest.mark.server
+def test_a_timed_run_sends_single_rows_for_its_seconds(server):
+    done = stress("--url", server.url, "--seconds", "1.5", "--batches", "2", "--max-batch", "50", "--seed", "9")
+    assert done.returncode == 0, done.stdout + done.stderr
+    single = summary_line(done.stdout, "single")
+    assert single["errors"] == 0 and single["requests"] == single["rows"] > 0
+    assert single["seconds"] >= 1.5
+    assert "1.5 s of single-row requests" in done.stdout
+
+
+def test_refuses_a_run_of_no_time():
+    done = stress("--seconds", "0")
+    assert done.returncode == 2
+    assert "--seconds must be a positive number, got 0.0" in done.stderr
