@@ -57,7 +57,7 @@ def column_values(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[Sequenc
     if _is_number(data_type):
         if kind_of(name) in LEVELS:
             return array.to_pylist(), []
-        return pc.cast(array, pa.float64(), safe=False).to_numpy(), []
+        return pc.cast(array, pa.float64(), safe=False).to_numpy(zero_copy_only=False), []
     if _is_text(data_type):
         return array.to_pylist(), []
     message = f"unsupported Arrow type {data_type}: send numbers or strings"
