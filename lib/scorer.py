@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
-from lib.artifacts import Stages
+from lib.artifacts import Stages, load_artifacts
 from lib.batch import RawBatch
 from lib.errors import ArtifactError, CellError, InvalidValue
 from lib.features import NAN_LEVEL, source_column
@@ -248,3 +249,17 @@ def check_golden(plan: ScoringPlan, manifest: dict) -> float:
     if scores.errors or not abs(got - want) <= GOLDEN_TOLERANCE:
         raise ArtifactError(f"golden row scored {got!r}, training recorded {want!r}")
     return got
+
+
+def load_plan(model_dir: Path, allow_version_mismatch: bool = False) -> tuple[ScoringPlan, dict]:
+    """What a server does at start, for the file command and the Spark job: load the verified
+    artifacts, compile the plan, and check that it scores the golden row as recorded at training.
+    Returns the plan and the manifest; raises ArtifactError."""
+    return ready_plan(load_artifacts(model_dir, allow_version_mismatch))
+
+
+def ready_plan(stages: Stages) -> tuple[ScoringPlan, dict]:
+    """The plan of verified ``stages``, checked against the golden row; and their manifest."""
+    plan = compile_plan(stages)
+    check_golden(plan, stages.manifest)
+    return plan, stages.manifest
