@@ -146,14 +146,17 @@ def score_batch(plan: ScoringPlan, batch: RawBatch) -> Scores:
     normalised = time.perf_counter()
     # One term per variable group and row: the numeric terms impute, then scale exactly as
     # SimpleImputer and StandardScaler do; each categorical column adds its level's coefficient.
-    terms = np.empty((n, n_numeric + len(codes)), dtype=np.float64)
+    # Column-major: each variable's terms are contiguous for the sum below.
+    terms = np.empty((n, n_numeric + len(codes)), dtype=np.float64, order="F")
     terms[:, :n_numeric] = numeric_terms(plan, numeric)
     with np.errstate(over="ignore", invalid="ignore"):
         for j, (name, table) in enumerate(plan.categorical_tables.items(), start=n_numeric):
             terms[:, j] = table[codes[name]]
-        # A running sum along each row adds the terms left to right whatever the batch size (a
-        # matrix product or sum() may reorder them), so a row scores the same alone as in a batch.
-        linear = terms.cumsum(axis=1)[:, -1] if terms.shape[1] else np.zeros(n)
+        # The terms added left to right, one variable at a time, whatever the batch size (a matrix
+        # product or sum() may reorder them), so a row scores the same alone as in a batch.
+        linear = terms[:, 0].copy() if terms.shape[1] else np.zeros(n)
+        for j in range(1, terms.shape[1]):
+            linear += terms[:, j]
         probabilities = 1.0 / (1.0 + np.exp(-linear))
     if np.isnan(linear).any():
         cell_errors += _unscorable(plan, terms, np.isnan(linear))
