@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from lib.batch import RawBatch, make_batch
 from lib.errors import PayloadError
 from lib.json_lines import LinesDecoder
-from lib.schema import ID_KEY
+from lib.schema import ID_KEY, LEVELS, kind_of
 from lib.tables import batch_from_table
 
 CSV, NDJSON, PARQUET = "csv", "ndjson", "parquet"
@@ -78,8 +78,10 @@ class ParquetFileReader:
     """Parquet by record batches of the consumed, id and kept columns."""
 
     def __init__(self, path: Path, consumed: tuple[str, ...], chunk_rows: int):
+        categorical = [name for name in consumed if kind_of(name) in LEVELS]
         try:
-            self._file = pq.ParquetFile(path)
+            # Categorical strings as Parquet stores them, dictionary-encoded: never decoded row by row.
+            self._file = pq.ParquetFile(path, read_dictionary=categorical)
         except (pa.ArrowException, OSError) as exc:
             raise PayloadError(f"not a readable Parquet file: {exc}") from None
         schema = self._file.schema_arrow

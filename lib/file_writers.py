@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 
 from lib.errors import CellError, PayloadError
 from lib.file_readers import CSV, NDJSON, PARQUET
-from lib.tables import ERROR
+from lib.schema import ID_KEY
+from lib.tables import ERROR, PROBABILITY
 
 #: The side file's columns: one line per invalid cell, as the API lists them.
 ERROR_FIELDS = ("index", "id", "column", "message")
@@ -74,8 +75,11 @@ def output_table(scores: pa.Table, kept: dict[str, pa.Array | list]) -> pa.Table
     Lists of JSON values (NDJSON) become text: strings as they are, other values as JSON."""
     table = scores.drop_columns([ERROR]) if ERROR in scores.column_names else scores
     for name, values in kept.items():
-        table = table.append_column(name, values if isinstance(values, pa.Array | pa.ChunkedArray)
-                                    else pa.array(map(_as_text, values), type=pa.string()))
+        if not isinstance(values, pa.Array | pa.ChunkedArray):
+            values = pa.array(map(_as_text, values), type=pa.string())
+        elif pa.types.is_dictionary(values.type):  # a categorical column read as Parquet stores it
+            values = values.cast(values.type.value_type)
+        table = table.append_column(name, values)
     if ERROR in scores.column_names:
         table = table.append_column(ERROR, scores.column(ERROR))
     return table
@@ -126,7 +130,10 @@ class ParquetWriter(_ArrowWriter):
     """Parquet, one row group per chunk."""
 
     def _open(self, schema: pa.Schema):
-        return pq.ParquetWriter(self._file.temporary, schema)
+        # No dictionary for the probabilities and ids, which are (nearly) all distinct: building one
+        # only to fall back to plain encoding was half the writing time.
+        small = [name for name in schema.names if name not in (PROBABILITY, ID_KEY)]
+        return pq.ParquetWriter(self._file.temporary, schema, use_dictionary=small)
 
 
 class CsvWriter(_ArrowWriter):

@@ -194,7 +194,7 @@ def score_file(plan: ScoringPlan, reader: FileReader, keep: tuple[str, ...], pro
                writer: OutputWriter, errors_writer: ErrorsWriter | None = None) -> Summary:
     """Score every chunk of ``reader`` into ``writer`` with the ``keep`` columns, and each invalid
     cell into ``errors_writer``; raise CommandError at the first invalid cell if ``strict``."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     rows = invalid = positives = 0
     for chunk in reader.chunks(keep):
         scores = score_batch(plan, chunk.batch)
@@ -212,7 +212,8 @@ def score_file(plan: ScoringPlan, reader: FileReader, keep: tuple[str, ...], pro
     if not rows:  # an empty input still gets an output with the columns
         writer.write(result_table(np.empty(0), np.empty(0, dtype=np.int8), errors=None if strict else []),
                      {name: pa.array([], type=pa.string()) for name in keep})
-    return Summary(rows=rows, invalid=invalid, positives=positives, seconds=time.perf_counter() - started)
+    return Summary(rows=rows, invalid=invalid, positives=positives, seconds=time.perf_counter() - started,
+                   cpu_seconds=time.process_time() - cpu_started)
 
 
 def _strict_message(errors: list[CellError], first_row: int) -> str:

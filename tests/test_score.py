@@ -163,7 +163,7 @@ def test_plain_progress_lines_when_not_a_terminal(table_files, tmp_path):
     progress = [re.match(r"scored ([\d,]+) of ~[\d,]+ rows \(\d+ %\), [\d,]+ rows/s, about [\d,]+ s left", line)
                 for line in lines]
     assert [found[1] for found in progress if found] == ["2,500", "5,000", "7,500", "10,000"]
-    assert re.fullmatch(r"scored 10,000 rows in [\d.]+ s \([\d,]+ rows/s\); 0 invalid; "
+    assert re.fullmatch(r"scored 10,000 rows in [\d.]+ s \([\d,]+ rows/s, [\d.]+ s of CPU\); 0 invalid; "
                         r"positive share \d+\.\d\d % of 10,000 scored", lines[-2])
     assert lines[-1] == f"wrote {tmp_path / 'out.csv'}"
 
