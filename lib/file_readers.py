@@ -6,8 +6,8 @@ Parquet, by a row group of the consumed columns), never by the file. Each format
 as the API reads a body of that format:
 
 - CSV: pandas with every cell as text (``dtype=str``, no NA detection), the options of the API's
-  CSV reader, so ``"$1,234.50"``, ``" nan "`` and empty cells reach the normaliser as the same
-  strings; a short row's missing cells are missing values;
+  CSV reader, so ``"$1,234.50"``, ``" nan "`` and empty cells are the same strings as in the API;
+  a short row's missing cells are missing values; the cells then go through ``lib.tables``;
 - NDJSON: each line a JSON object, decoded as the API decodes JSON rows (``lib.json_lines``);
 - Parquet: by record batches of the consumed columns only, through ``lib.tables`` (numbers as
   float64, strings through the normaliser, other types invalid cells).
@@ -29,7 +29,7 @@ from lib.batch import RawBatch, make_batch
 from lib.errors import PayloadError
 from lib.json_lines import LinesDecoder
 from lib.schema import ID_KEY, LEVELS, kind_of
-from lib.tables import batch_from_table
+from lib.tables import batch_from_table, column_values
 
 CSV, NDJSON, PARQUET = "csv", "ndjson", "parquet"
 #: File name endings -> format.
@@ -81,7 +81,9 @@ class ParquetFileReader:
         categorical = [name for name in consumed if kind_of(name) in LEVELS]
         try:
             # Categorical strings as Parquet stores them, dictionary-encoded: never decoded row by row.
-            self._file = pq.ParquetFile(path, read_dictionary=categorical)
+            # No pre-buffering: its cache keeps every row group read until the file is closed, so
+            # memory would grow with the file.
+            self._file = pq.ParquetFile(path, read_dictionary=categorical, pre_buffer=False)
         except (pa.ArrowException, OSError) as exc:
             raise PayloadError(f"not a readable Parquet file: {exc}") from None
         schema = self._file.schema_arrow
@@ -143,8 +145,11 @@ class CsvFileReader:
 
 
 def _frame_batch(frame: pd.DataFrame, consumed: Sequence[str]) -> RawBatch:
+    """The chunk's text cells through the table conversion (lib.tables: the same numbers and errors
+    as the normaliser's cell-by-cell route, in Arrow's kernels); the ids as the API takes them."""
     n = len(frame)
-    values = [frame[c].tolist() if c in frame.columns else [None] * n for c in consumed]
+    values = [column_values(pa.array(frame[c], type=pa.string(), from_pandas=True), c)[0]
+              if c in frame.columns else [None] * n for c in consumed]
     ids = frame[ID_KEY].tolist() if ID_KEY in frame.columns else [None] * n
     return make_batch(consumed, n, values, ids)
 
