@@ -21,13 +21,17 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from lib.errors import CellError, PayloadError
+from lib.errors import CellError
 from lib.file_readers import CSV, NDJSON, PARQUET
 from lib.schema import ID_KEY
 from lib.tables import ERROR, PROBABILITY
 
 #: The side file's columns: one line per invalid cell, as the API lists them.
 ERROR_FIELDS = ("index", "id", "column", "message")
+
+
+class OutputError(Exception):
+    """The scores cannot be written in the chosen format (a copied column of a type it cannot hold)."""
 
 
 class AtomicFile:
@@ -112,7 +116,7 @@ class _ArrowWriter:
         try:
             self._writer.write_table(table.cast(self._schema))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-            raise PayloadError(f"cannot write the output: {exc}") from None
+            raise OutputError(f"cannot write the output: {exc}") from None
 
     def commit(self) -> None:
         if self._writer is None:
@@ -144,7 +148,7 @@ class CsvWriter(_ArrowWriter):
             return pcsv.CSVWriter(self._file.temporary, schema,
                                   write_options=pcsv.WriteOptions(quoting_style="needed"))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-            raise PayloadError(f"cannot write the output as CSV: {exc}") from None
+            raise OutputError(f"cannot write the output as CSV: {exc}") from None
 
 
 class _StreamWriter:

@@ -32,7 +32,7 @@ import pyarrow as pa
 from lib.artifacts import DEFAULT_MODEL_DIR
 from lib.errors import ArtifactError, CellError, PayloadError
 from lib.file_readers import CSV, EXTENSIONS, NDJSON, PARQUET, FileReader, format_of, open_reader
-from lib.file_writers import ErrorsWriter, OutputWriter, open_writer
+from lib.file_writers import ErrorsWriter, OutputError, OutputWriter, open_writer
 from lib.progress import Progress, Summary
 from lib.schema import ID_KEY
 from lib.scorer import ScoringPlan, load_plan, score_batch
@@ -126,10 +126,7 @@ def run(args: argparse.Namespace, stderr: TextIO) -> tuple[Path, Summary]:
     except OSError as exc:
         raise CommandError(f"{source}: cannot read it: {exc.strerror}", EXIT_UNREADABLE) from None
     keep = _kept_columns(args.keep, reader)
-    try:
-        outputs = [open_writer(output, output_format)] + ([ErrorsWriter(args.errors)] if args.errors else [])
-    except OSError as exc:
-        raise CommandError(f"cannot write {exc.filename}: {exc.strerror}", EXIT_UNREADABLE) from None
+    outputs = _open_outputs(output, output_format, args.errors)
     progress = Progress(stderr, reader.total_rows, source.stat().st_size, args.progress_every)
     try:
         summary = score_file(plan, reader, keep, progress, args.strict, *outputs)
@@ -138,6 +135,8 @@ def run(args: argparse.Namespace, stderr: TextIO) -> tuple[Path, Summary]:
             out.discard()
         if isinstance(exc, PayloadError):
             raise CommandError(f"{source}: {exc}; nothing was written", EXIT_UNREADABLE) from None
+        if isinstance(exc, OutputError):
+            raise CommandError(f"{exc}; nothing was written", EXIT_UNREADABLE) from None
         if isinstance(exc, OSError):
             raise CommandError(f"cannot write the output: {exc}; nothing was written", EXIT_UNREADABLE) from None
         raise
@@ -146,6 +145,20 @@ def run(args: argparse.Namespace, stderr: TextIO) -> tuple[Path, Summary]:
     for out in outputs:
         out.commit()
     return output, summary
+
+
+def _open_outputs(output: Path, output_format: str, errors: Path | None) -> list:
+    """The output's writer, then the errors file's if asked for; nothing left behind on failure."""
+    opened = []
+    try:
+        opened.append(open_writer(output, output_format))
+        if errors:
+            opened.append(ErrorsWriter(errors))
+    except OSError as exc:
+        for out in opened:
+            out.discard()
+        raise CommandError(f"cannot write {exc.filename}: {exc.strerror}", EXIT_UNREADABLE) from None
+    return opened
 
 
 def _input(args: argparse.Namespace) -> tuple[Path, str]:

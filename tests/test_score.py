@@ -253,6 +253,7 @@ def test_an_input_of_only_a_header_gives_an_empty_output(tmp_path):
     ("rows.csv", ["rows.csv", "-o", "no/such/dir/out.csv"], score.EXIT_USAGE, "no directory"),
     ("rows.csv", ["rows.csv", "--keep", "x5,nope"], score.EXIT_USAGE, "the input has no column 'nope'"),
     ("rows.csv", ["rows.csv", "--keep", "error"], score.EXIT_USAGE, "would clash"),
+    ("rows.csv", ["rows.csv", "--errors", "no/dir/e.csv"], score.EXIT_UNREADABLE, "cannot write no/dir/"),
     ("rows.csv", ["rows.csv", "--format", "parquet"], score.EXIT_UNREADABLE, "not a readable Parquet file"),
     ("rows.csv", ["rows.csv", "--format", "ndjson"], score.EXIT_UNREADABLE, "line 1: malformed JSON"),
     ("latin1.csv", ["latin1.csv"], score.EXIT_UNREADABLE, "malformed CSV after row 0: 'utf-8' codec can't decode"),
@@ -269,6 +270,7 @@ def test_mistakes_get_a_message_and_an_exit_code(test_rows, tmp_path, monkeypatc
     got, stderr = run_score(*arguments)
     assert (got, message in stderr, "Traceback" in stderr) == (code, True, False), stderr
     assert stderr.startswith("lib.score: error: ")
+    assert [path.name for path in tmp_path.rglob("*") if "scores" in path.name or path.suffix == ".partial"] == []
 
 
 def test_a_tampered_model_stops_the_command_before_reading(model_copy, table_files, tmp_path):
