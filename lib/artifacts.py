@@ -117,6 +117,11 @@ def read_manifest(model_dir: Path) -> dict:
         raise ArtifactError(f"{MANIFEST_FILE} is missing from the model directory") from None
     except ValueError as exc:
         raise ArtifactError(f"{MANIFEST_FILE} is not valid JSON: {exc}") from None
+    return check_manifest(manifest)
+
+
+def check_manifest(manifest: object) -> dict:
+    """``manifest`` if it matches its own checksum; raise ArtifactError otherwise."""
     if not isinstance(manifest, dict) or manifest.get(_CHECKSUM_KEY) != _manifest_checksum(manifest):
         raise ArtifactError(f"{MANIFEST_FILE} does not match its own checksum: it was modified")
     return manifest
@@ -143,16 +148,28 @@ def check_versions(recorded: dict[str, str], allow_mismatch: bool = False) -> li
 
 def verify_files(model_dir: Path, manifest: dict) -> dict[str, bytes]:
     """Read every stage file and check its sha256 against ``manifest``; return the bytes."""
-    verified = {}
+    return verify_bytes(read_files(model_dir), manifest)
+
+
+def read_files(model_dir: Path) -> dict[str, bytes]:
+    """The bytes of every stage file, unchecked; raise ArtifactError naming a missing file."""
+    files = {}
     for name in STAGE_FILES:
         try:
-            data = (Path(model_dir) / name).read_bytes()
+            files[name] = (Path(model_dir) / name).read_bytes()
         except FileNotFoundError:
             raise ArtifactError(f"{name} is missing from the model directory") from None
-        if sha256_bytes(data) != manifest["files"].get(name):
+    return files
+
+
+def verify_bytes(files: dict[str, bytes], manifest: dict) -> dict[str, bytes]:
+    """Check the sha256 of every stage file's bytes against ``manifest``; return them."""
+    for name in STAGE_FILES:
+        if name not in files:
+            raise ArtifactError(f"{name} is missing from the model directory")
+        if sha256_bytes(files[name]) != manifest["files"].get(name):
             raise ArtifactError(f"{name}: sha256 does not match {MANIFEST_FILE}; refusing to unpickle it")
-        verified[name] = data
-    return verified
+    return files
 
 
 def load_artifacts(model_dir: Path, allow_version_mismatch: bool = False) -> Stages:
@@ -160,7 +177,20 @@ def load_artifacts(model_dir: Path, allow_version_mismatch: bool = False) -> Sta
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
     check_versions(manifest["library_versions"], allow_version_mismatch)
-    verified = verify_files(model_dir, manifest)
+    return _unpickle(manifest, read_files(model_dir))
+
+
+def stages_from_bytes(manifest: dict, files: dict[str, bytes], allow_version_mismatch: bool = False) -> Stages:
+    """The stages of artifact files read elsewhere (shipped to a Spark executor, say): the manifest,
+    the library versions and every file are checked as ``load_artifacts`` does, before anything is
+    unpickled."""
+    check_manifest(manifest)
+    check_versions(manifest["library_versions"], allow_version_mismatch)
+    return _unpickle(manifest, files)
+
+
+def _unpickle(manifest: dict, files: dict[str, bytes]) -> Stages:
+    verified = verify_bytes(files, manifest)
     # Only bytes whose hash matched are unpickled, and only after every file passed.
     imputer, scaler, model = (pickle.loads(verified[name]) for name in STAGE_FILES)
     return Stages(imputer=imputer, scaler=scaler, model=model, manifest=manifest)

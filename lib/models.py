@@ -42,6 +42,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         command.add_argument("version", help=version_help)
         command.add_argument("--allow-version-mismatch", action="store_true",
                              help="accept pickles written by other library versions (as ALLOW_VERSION_MISMATCH=1)")
+    path = commands.add_parser("path", help="the directory of a version (default: the active one), for tools "
+                                            "that read a model directory (spark-submit --files)")
+    path.add_argument("version", nargs="?", help=version_help + " (default: the active version)")
     add = commands.add_parser("add", help="copy a version directory (python -m lib.train --out DIR) into the store")
     add.add_argument("directory", type=Path)
     seed = commands.add_parser("seed", help="add another store's missing versions; use its active one if none is")
@@ -111,6 +114,8 @@ def run(args: argparse.Namespace) -> str:
     if args.command == "seed":
         added = store.seed(ModelStore(args.other))
         return f"added {len(added)} versions: {', '.join(added) or 'none'}; active: {store.pointer().version}"
+    if args.command == "path":
+        return str(store.active()[1] if args.version is None else store.directory(store.resolve(args.version)))
     version = store.resolve(args.version)
     if args.command == "show":
         return show_version(store, version, args.json)

@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -321,12 +322,31 @@ def category_code(name: str, value: object) -> int:
     return code
 
 
+@dataclass(frozen=True)
+class EncodedColumn(Sequence):
+    """A column as its distinct values and, for each row, the position of its value (-1 for a
+    null cell): how table readers hand over dictionary-encoded columns, so that the normaliser
+    looks at each distinct value once instead of at every cell."""
+
+    values: Sequence
+    indices: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, row: int) -> object:
+        position = self.indices[row]
+        return None if position < 0 else self.values[position]
+
+
 def normalize_categorical(name: str, values: Sequence) -> tuple[np.ndarray, dict[int, str]]:
     """Normalise a categorical column to integer codes.
 
     Code ``i`` is ``LEVELS[kind][i]``; code ``len(LEVELS[kind])`` means missing. Returns the
     codes and ``{row index: message}`` for invalid cells (coded as missing).
     """
+    if isinstance(values, EncodedColumn):
+        return _normalize_encoded(name, values)
     kind = kind_of(name)
     levels = LEVELS[kind]
     lookup = _CODE_LOOKUPS[kind]
@@ -344,6 +364,14 @@ def normalize_categorical(name: str, values: Sequence) -> tuple[np.ndarray, dict
                     codes[i] = len(levels)
                     errors[i] = str(exc)
     return np.fromiter(codes, dtype=np.intp, count=len(codes)), errors
+
+
+def _normalize_encoded(name: str, column: EncodedColumn) -> tuple[np.ndarray, dict[int, str]]:
+    # The distinct values, then None last: a null cell's index, -1, picks its code.
+    codes, errors = normalize_categorical(name, [*column.values, None])
+    row_errors = {row: message for position, message in errors.items()
+                  for row in np.flatnonzero(column.indices == position).tolist()}
+    return codes[column.indices], dict(sorted(row_errors.items()))
 
 
 def normalize_column(name: str, values: Sequence) -> tuple[np.ndarray, dict[int, str]]:

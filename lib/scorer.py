@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
-from lib.artifacts import Stages
+from lib.artifacts import Stages, load_artifacts
 from lib.batch import RawBatch
 from lib.errors import ArtifactError, CellError, InvalidValue
 from lib.features import NAN_LEVEL, source_column
@@ -145,14 +146,17 @@ def score_batch(plan: ScoringPlan, batch: RawBatch) -> Scores:
     normalised = time.perf_counter()
     # One term per variable group and row: the numeric terms impute, then scale exactly as
     # SimpleImputer and StandardScaler do; each categorical column adds its level's coefficient.
-    terms = np.empty((n, n_numeric + len(codes)), dtype=np.float64)
+    # Column-major: each variable's terms are contiguous for the sum below.
+    terms = np.empty((n, n_numeric + len(codes)), dtype=np.float64, order="F")
     terms[:, :n_numeric] = numeric_terms(plan, numeric)
     with np.errstate(over="ignore", invalid="ignore"):
         for j, (name, table) in enumerate(plan.categorical_tables.items(), start=n_numeric):
             terms[:, j] = table[codes[name]]
-        # A running sum along each row adds the terms left to right whatever the batch size (a
-        # matrix product or sum() may reorder them), so a row scores the same alone as in a batch.
-        linear = terms.cumsum(axis=1)[:, -1] if terms.shape[1] else np.zeros(n)
+        # The terms added left to right, one variable at a time, whatever the batch size (a matrix
+        # product or sum() may reorder them), so a row scores the same alone as in a batch.
+        linear = terms[:, 0].copy() if terms.shape[1] else np.zeros(n)
+        for j in range(1, terms.shape[1]):
+            linear += terms[:, j]
         probabilities = 1.0 / (1.0 + np.exp(-linear))
     if np.isnan(linear).any():
         cell_errors += _unscorable(plan, terms, np.isnan(linear))
@@ -248,3 +252,17 @@ def check_golden(plan: ScoringPlan, manifest: dict) -> float:
     if scores.errors or not abs(got - want) <= GOLDEN_TOLERANCE:
         raise ArtifactError(f"golden row scored {got!r}, training recorded {want!r}")
     return got
+
+
+def load_plan(model_dir: Path, allow_version_mismatch: bool = False) -> tuple[ScoringPlan, dict]:
+    """What a server does at start, for the file command and the Spark job: load the verified
+    artifacts, compile the plan, and check that it scores the golden row as recorded at training.
+    Returns the plan and the manifest; raises ArtifactError."""
+    return ready_plan(load_artifacts(model_dir, allow_version_mismatch))
+
+
+def ready_plan(stages: Stages) -> tuple[ScoringPlan, dict]:
+    """The plan of verified ``stages``, checked against the golden row; and their manifest."""
+    plan = compile_plan(stages)
+    check_golden(plan, stages.manifest)
+    return plan, stages.manifest

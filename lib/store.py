@@ -283,3 +283,10 @@ def _sync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def active_directory(root: Path = DEFAULT_STORE) -> Path:
+    """The directory of the active version of the store at ``root``: the model the servers of that
+    store serve, which the file command and the Spark job read by default. ArtifactError if the
+    store has no active version (the message says how to make one)."""
+    return ModelStore(root).active()[1]

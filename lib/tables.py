@@ -24,7 +24,8 @@ import pyarrow.compute as pc
 
 from lib.batch import RawBatch, make_batch
 from lib.errors import CellError, PayloadError
-from lib.schema import ID_KEY, LEVELS, kind_of
+from lib.normalize import EncodedColumn
+from lib.schema import CURRENCY, ID_KEY, LEVELS, NUMERIC, PERCENT, kind_of
 
 PROBABILITY = "probability_positiveclass"
 PREDICTED_CLASS = "predicted_class"
@@ -49,7 +50,11 @@ def column_values(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[Sequenc
     """The raw cells of one consumed column, and ``(row, column, message)`` for each cell of an
     unusable type. Numbers for a numeric variable come as a float64 array (NaN = missing)."""
     data_type = array.type
-    if pa.types.is_dictionary(data_type) and (_is_text(data_type.value_type) or _is_number(data_type.value_type)):
+    dictionary = pa.types.is_dictionary(data_type)
+    usable = dictionary and (_is_text(data_type.value_type) or _is_number(data_type.value_type))
+    if kind_of(name) in LEVELS and (usable or _is_text(data_type)):
+        return _encoded(array), []
+    if usable:
         array = array.cast(data_type.value_type)
         data_type = data_type.value_type
     if pa.types.is_null(data_type):
@@ -57,12 +62,61 @@ def column_values(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[Sequenc
     if _is_number(data_type):
         if kind_of(name) in LEVELS:
             return array.to_pylist(), []
-        return pc.cast(array, pa.float64(), safe=False).to_numpy(), []
+        return pc.cast(array, pa.float64(), safe=False).to_numpy(zero_copy_only=False), []
     if _is_text(data_type):
-        return array.to_pylist(), []
+        numbers = _clean_floats(array, kind_of(name))
+        return (array.to_pylist() if numbers is None else numbers), []
     message = f"unsupported Arrow type {data_type}: send numbers or strings"
     present = np.flatnonzero(pc.is_valid(array).to_numpy(zero_copy_only=False)).tolist()
     return [None] * len(array), [(i, name, message) for i in present]
+
+
+def _clean_floats(array: pa.ChunkedArray | pa.Array, kind: str) -> np.ndarray | None:
+    """A text column of a numeric kind converted by Arrow's kernels when every cell is a plain
+    decimal in the kind's accepted form, or blank (missing); else None, and the normaliser's
+    cell-by-cell route decides (a null token, accounting parentheses, unicode, an overflow).
+
+    The clean-up is lib.normalize's (numbers trimmed; amounts without ``$``, ``,`` and spaces;
+    percent points trimmed, without a trailing ``%``); Arrow's parser then refuses every text
+    that is not a decimal, except the names of NaN and infinity, which are sent back to the
+    normaliser. Both parsers round correctly: the doubles are the same."""
+    if kind not in (NUMERIC, CURRENCY, PERCENT):
+        return None
+    try:
+        trimmed = pc.utf8_trim(array, " \t")
+        blank = pc.equal(trimmed, "")
+        text = trimmed
+        if kind == CURRENCY:
+            for character in "$, \t":  # spaces inside an amount too; a pass only if needed
+                if pc.any(pc.match_substring(text, character)).as_py():
+                    text = pc.replace_substring(text, character, "")
+        elif kind == PERCENT:
+            text = pc.utf8_rtrim(pc.if_else(pc.ends_with(text, "%"), pc.utf8_slice_codeunits(text, 0, -1), text),
+                                 " \t")
+        numbers = pc.cast(pc.if_else(blank, pa.scalar(None, text.type), text), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    values = numbers.to_numpy(zero_copy_only=False)
+    missing = pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
+    # NaN from a cell that was not missing ("nan", a null token) and infinities ("1e999": out of
+    # range, "inf": not a decimal) are the normaliser's to judge and report.
+    if not np.array_equal(np.isnan(values), missing) or np.isinf(values).any():
+        return None
+    return values
+
+
+def _encoded(array: pa.ChunkedArray | pa.Array) -> EncodedColumn:
+    """A categorical column as its distinct values and each row's position among them: a few
+    hundred values to normalise instead of a string per row (dictionary-encoded columns, as
+    Parquet stores them, are never decoded)."""
+    values: list = []
+    indices = []
+    for chunk in array.chunks if isinstance(array, pa.ChunkedArray) else [array]:
+        encoded = chunk if pa.types.is_dictionary(chunk.type) else pc.dictionary_encode(chunk)
+        positions = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.intp)
+        indices.append(np.where(positions >= 0, positions + len(values), -1))
+        values += encoded.dictionary.to_pylist()
+    return EncodedColumn(values, np.concatenate(indices) if indices else np.empty(0, dtype=np.intp))
 
 
 def batch_from_table(table: pa.Table | pa.RecordBatch, columns: Sequence[str]) -> RawBatch:

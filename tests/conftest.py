@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import shutil
 import socket
@@ -11,7 +13,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import requests
 import statsmodels.api as sm
@@ -177,3 +182,95 @@ def start_server(model_dir, tmp_path):
     yield start
     for live in started:
         live.stop()
+
+
+# The 10,000 test rows as files, for the file command and the Spark job (tests/test_score.py,
+# tests/test_spark.py), and what the API answers for them.
+
+TABLE_FORMATS = ("csv", "ndjson", "parquet")
+
+
+def csv_cell(value: object) -> str:
+    """A JSON value as a CSV cell that the API's CSV reader turns back into the same value's text:
+    floats in their shortest exact form, missing as an empty cell."""
+    return "" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+
+def write_rows(rows: list[dict], path: Path) -> Path:
+    """``rows`` (JSON objects) as CSV, NDJSON or Parquet, by ``path``'s ending."""
+    if path.suffix == ".csv":
+        names = list(dict.fromkeys(name for row in rows for name in row))
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(names)
+            writer.writerows([csv_cell(row.get(name)) for name in names] for row in rows)
+    elif path.suffix == ".ndjson":
+        path.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    else:
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=4096)
+    return path
+
+
+@pytest.fixture(scope="session")
+def id_rows(test_rows) -> list[dict]:
+    """The test rows, each with an ``id`` (``t0``, ``t1``, ...) first."""
+    return [{"id": f"t{i}", **row} for i, row in enumerate(test_rows)]
+
+
+@pytest.fixture(scope="session")
+def table_files(id_rows, tmp_path_factory) -> dict[str, Path]:
+    """The test rows with ids as CSV, NDJSON and Parquet files (row groups of 4,096 rows)."""
+    folder = tmp_path_factory.mktemp("tables")
+    return {fmt: write_rows(id_rows, folder / f"test.{fmt}") for fmt in TABLE_FORMATS}
+
+
+def api_answer(app, rows: list[dict] | bytes, as_csv: bool = False) -> dict:
+    """The API's answer for ``rows`` (as JSON, or as a CSV body; bytes: a JSON body as it is), in
+    columns, invalid rows inline."""
+    if isinstance(rows, bytes):
+        body, content_type = rows, "application/json"
+    elif as_csv:
+        buffer = io.StringIO()
+        names = list(dict.fromkeys(name for row in rows for name in row))
+        csv.writer(buffer).writerows([names, *([csv_cell(row.get(n)) for n in names] for row in rows)])
+        body, content_type = buffer.getvalue().encode(), "text/csv"
+    else:
+        body, content_type = json.dumps(rows).encode(), "application/json"
+    answer = app.test_client().post("/predict?format=columns&errors=inline", data=body, content_type=content_type)
+    assert answer.status_code == 200, answer.get_data(as_text=True)[:500]
+    return answer.get_json()
+
+
+def api_cell_errors(answer: dict) -> list[tuple[int, str, str, str]]:
+    """The invalid cells of an API answer as ``(index, id, column, message)``, ids as text."""
+    return [(row["index"], "" if row["id"] is None else str(row["id"]), cell["column"], cell["message"])
+            for row in answer.get("errors", []) for cell in row["errors"]]
+
+
+@pytest.fixture(scope="session")
+def api_scores(app, id_rows) -> dict:
+    """The API's answer for the test rows with ids (JSON rows), in columns."""
+    return api_answer(app, id_rows)
+
+
+# Cells in the forms the sources send, valid and invalid, each as text (so that CSV, NDJSON and
+# Parquet carry the very same cells); row -> {column: cell}.
+MESSY_CELLS = {
+    0: {"x12": "($5,032.58)", "x5": " SUNDAY ", "x81": "Sept"},
+    1: {"x12": " $-1,204.10 ", "x31": "America", "x44": " 1.5 "},
+    2: {"x12": "abc", "x5": "funday"},  # two invalid cells in one row
+    3: {"x31": "NaN", "x53": "N/A", "x81": "dec", "x44": "2e-3"},
+    4: {"x31": "mars"},
+    5: {"x56": "--1", "x91": "inf"},
+    6: {"x12": "", "x5": "", "x82": "nobody reads x82"},
+    7: {"x81": "Smarch", "x44": "1,5"},
+}
+
+
+@pytest.fixture(scope="session")
+def messy_rows(id_rows) -> list[dict]:
+    """40 test rows, every cell as text (floats in their shortest exact form), with MESSY_CELLS."""
+    rows = [{name: None if value is None else csv_cell(value) for name, value in row.items()} for row in id_rows[:40]]
+    for index, cells in MESSY_CELLS.items():
+        rows[index].update(cells)
+    return rows

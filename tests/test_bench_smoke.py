@@ -153,3 +153,14 @@ def test_decoder_survey_times_every_installed_variant(model_dir, capsys):
             assert figures == ["–", "–"], line
         else:
             assert len(figures) == 2 and all(re.fullmatch(r"\d+\.\d", f) for f in figures), line
+
+
+def test_the_file_benchmark_runs_end_to_end(model_dir, data_dir, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bench.files", "--rows", "2500", "--no-spark", "--work-dir",
+                           str(tmp_path)], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["tool"], r["format"], r["rows"]) for r in results["runs"]] == [("lib.score", "parquet", 2500),
+                                                                              ("lib.score", "csv", 2500)]
+    assert all(r["peak_rss_mb"] > 0 and r["loop_cpu_seconds"] is not None for r in results["runs"])
+    assert "| lib.score | csv | 2,500 |" in done.stdout

@@ -117,3 +117,13 @@ def test_a_reader_that_stops_early_is_no_failure(two_versions, monkeypatch):
     with open(write_end, "w") as gone:
         monkeypatch.setattr(sys, "stdout", gone)
         assert main(["--store", str(two_versions.store.root), "show", two_versions.a]) == 0
+
+
+
+def test_path_prints_a_versions_directory(two_versions, capsys):
+    store, a, b = two_versions
+    assert run(capsys, store, "path") == (0, f"{store.directory(a)}\n", "")
+    assert run(capsys, store, "path", b) == (0, f"{store.directory(b)}\n", "")
+    code, out, err = run(capsys, store, "path", "nope")
+    assert (code, out) == (1, "")
+    assert "no version nope in the model store" in err

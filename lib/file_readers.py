@@ -1,0 +1,178 @@
+"""Input files read in chunks of rows, for the file command (``lib.score``): CSV, NDJSON, Parquet.
+
+Every reader yields ``Chunk``s: the consumed columns and ids of a run of rows as the scorer's
+``RawBatch``, plus the columns to copy to the output. Memory is bounded by the chunk (and, for
+Parquet, by a row group of the consumed columns), never by the file. Each format reads its cells
+as the API reads a body of that format:
+
+- CSV: pandas with every cell as text (``dtype=str``, no NA detection), the options of the API's
+  CSV reader, so ``"$1,234.50"``, ``" nan "`` and empty cells are the same strings as in the API;
+  a short row's missing cells are missing values; the cells then go through ``lib.tables``;
+- NDJSON: each line a JSON object, decoded as the API decodes JSON rows (``lib.json_lines``);
+- Parquet: by record batches of the consumed columns only, through ``lib.tables`` (numbers as
+  float64, strings through the normaliser, other types invalid cells).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lib.batch import RawBatch, make_batch
+from lib.errors import PayloadError
+from lib.json_lines import LinesDecoder
+from lib.schema import ID_KEY, LEVELS, kind_of
+from lib.tables import batch_from_table, column_values
+
+CSV, NDJSON, PARQUET = "csv", "ndjson", "parquet"
+#: File name endings -> format.
+EXTENSIONS = {".csv": CSV, ".ndjson": NDJSON, ".jsonl": NDJSON, ".parquet": PARQUET, ".pq": PARQUET}
+#: pandas options of the API's CSV reader (service/readers/csv_table.py): every cell is text.
+CSV_OPTIONS = {"dtype": str, "keep_default_na": False, "na_filter": False, "encoding": "utf-8"}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A run of input rows: what the scorer reads, and the columns copied to the output."""
+
+    batch: RawBatch
+    #: Columns to copy to the output, by name: Arrow arrays, or Python lists of JSON values (NDJSON).
+    kept: dict[str, pa.Array | list]
+    #: Bytes of the file read so far (for progress).
+    bytes_read: int
+
+
+class FileReader(Protocol):
+    """Reads one input file in chunks."""
+
+    #: Rows in the file, when the format records it (Parquet); None otherwise.
+    total_rows: int | None
+    #: Column names the file declares (None for NDJSON, whose rows declare their own keys).
+    columns: tuple[str, ...] | None
+
+    def chunks(self, keep: Sequence[str] = ()) -> Iterator[Chunk]:
+        """The file's rows, in order, ``chunk_rows`` at a time, with the ``keep`` columns to copy."""
+        ...
+
+
+def format_of(path: Path) -> str | None:
+    """The format a file name's ending says, or None."""
+    return EXTENSIONS.get(path.suffix.lower())
+
+
+def open_reader(path: Path, fmt: str, consumed: Sequence[str], chunk_rows: int) -> FileReader:
+    """The reader of ``path`` in format ``fmt``, reading the ``consumed`` columns for the scorer.
+    Raise PayloadError if the file cannot be read as ``fmt``."""
+    readers = {CSV: CsvFileReader, NDJSON: NdjsonFileReader, PARQUET: ParquetFileReader}
+    return readers[fmt](path, tuple(consumed), chunk_rows)
+
+
+class ParquetFileReader:
+    """Parquet by record batches of the consumed, id and kept columns."""
+
+    def __init__(self, path: Path, consumed: tuple[str, ...], chunk_rows: int):
+        categorical = [name for name in consumed if kind_of(name) in LEVELS]
+        try:
+            # Categorical strings as Parquet stores them, dictionary-encoded: never decoded row by row.
+            # No pre-buffering: its cache keeps every row group read until the file is closed, so
+            # memory would grow with the file.
+            self._file = pq.ParquetFile(path, read_dictionary=categorical, pre_buffer=False)
+        except (pa.ArrowException, OSError) as exc:
+            raise PayloadError(f"not a readable Parquet file: {exc}") from None
+        schema = self._file.schema_arrow
+        self.columns = tuple(schema.names)
+        self.total_rows = self._file.metadata.num_rows
+        self._consumed, self._chunk_rows = consumed, chunk_rows
+
+    def chunks(self, keep: Sequence[str] = ()) -> Iterator[Chunk]:
+        read = [name for name in dict.fromkeys((*self._consumed, ID_KEY, *keep)) if name in self.columns]
+        rows = 0
+        batches = self._file.iter_batches(batch_size=self._chunk_rows, columns=read, use_threads=False)
+        while True:
+            try:
+                record_batch = next(batches, None)
+            except (pa.ArrowException, OSError) as exc:
+                raise PayloadError(f"unreadable Parquet data after row {rows}: {exc}") from None
+            if record_batch is None:
+                return
+            rows += record_batch.num_rows
+            # No byte count: the row count is in the file's metadata (total_rows).
+            yield Chunk(batch=batch_from_table(record_batch, self._consumed),
+                        kept={name: record_batch.column(name) for name in keep}, bytes_read=0)
+
+
+class CsvFileReader:
+    """CSV with a header row, by chunks of ``chunk_rows`` rows, every cell as text."""
+
+    def __init__(self, path: Path, consumed: tuple[str, ...], chunk_rows: int):
+        self.path = path
+        self.total_rows = None
+        try:
+            header = pd.read_csv(path, nrows=0, **CSV_OPTIONS)
+        except pd.errors.EmptyDataError:
+            raise PayloadError("the file is empty: a CSV file starts with a header row") from None
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise PayloadError(f"malformed CSV: {str(exc).strip()[:200]}") from None
+        self.columns = tuple(header.columns)
+        self._consumed, self._chunk_rows = consumed, chunk_rows
+
+    def chunks(self, keep: Sequence[str] = ()) -> Iterator[Chunk]:
+        wanted = {*self._consumed, ID_KEY, *keep}
+        # Without any wanted column pandas reads no rows either: read the first column to count
+        # them (each such row is all missing values), as the API does.
+        usecols = (lambda name: name in wanted) if wanted & set(self.columns) else [0]
+        with open(self.path, "rb") as handle:
+            yield from self._chunks(handle, usecols, keep)
+
+    def _chunks(self, handle: BinaryIO, usecols, keep: Sequence[str]) -> Iterator[Chunk]:
+        rows = 0
+        try:
+            with pd.read_csv(handle, usecols=usecols, chunksize=self._chunk_rows, **CSV_OPTIONS) as frames:
+                for frame in frames:
+                    rows += len(frame)
+                    yield Chunk(batch=_frame_batch(frame, self._consumed), bytes_read=handle.tell(),
+                                kept={name: pa.array(frame[name], type=pa.string(), from_pandas=True)
+                                      for name in keep})
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise PayloadError(f"malformed CSV after row {rows}: {str(exc).strip()[:200]}") from None
+
+
+def _frame_batch(frame: pd.DataFrame, consumed: Sequence[str]) -> RawBatch:
+    """The chunk's text cells through the table conversion (lib.tables: the same numbers and errors
+    as the normaliser's cell-by-cell route, in Arrow's kernels); the ids as the API takes them."""
+    n = len(frame)
+    values = [column_values(pa.array(frame[c], type=pa.string(), from_pandas=True), c)[0]
+              if c in frame.columns else [None] * n for c in consumed]
+    ids = frame[ID_KEY].tolist() if ID_KEY in frame.columns else [None] * n
+    return make_batch(consumed, n, values, ids)
+
+
+class NdjsonFileReader:
+    """NDJSON by chunks of ``chunk_rows`` lines."""
+
+    def __init__(self, path: Path, consumed: tuple[str, ...], chunk_rows: int):
+        self.path = path
+        self.total_rows = None
+        self.columns = None
+        self._consumed, self._chunk_rows = consumed, chunk_rows
+
+    def chunks(self, keep: Sequence[str] = ()) -> Iterator[Chunk]:
+        decoder = LinesDecoder((*self._consumed, ID_KEY, *keep))
+        read_bytes, line = 0, 1
+        with open(self.path, "rb") as handle:
+            while lines := list(itertools.islice(handle, self._chunk_rows)):
+                values = decoder.decode(lines, first_line=line)
+                line += len(lines)
+                read_bytes += sum(map(len, lines))
+                n = len(values[ID_KEY])
+                if not n:
+                    continue
+                yield Chunk(batch=make_batch(self._consumed, n, [values[c] for c in self._consumed], values[ID_KEY]),
+                            kept={name: values[name] for name in keep}, bytes_read=read_bytes)
