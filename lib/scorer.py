@@ -176,6 +176,8 @@ def _score_one(plan: ScoringPlan, batch: RawBatch) -> Scores:
     numeric = []
     for name, parse in zip(plan.numeric_columns, plan.numeric_parsers, strict=True):
         value = batch.columns[name][0]
+        if isinstance(value, np.floating):  # a table reader's float64 column: NaN is a missing cell
+            value = float(value)
         if type(value) is float and -math.inf < value < math.inf:  # the common case, as parse() has it
             numeric.append(value)
             continue

@@ -259,3 +259,13 @@ def test_the_openapi_document_describes_every_form_in_and_out(client):
     assert set(operation["responses"]["200"]["content"]) == {JSON, ARROW, PARQUET, "application/x-ndjson"}
     [layout] = [p for p in operation["parameters"] if p["name"] == "input"]
     assert layout["schema"]["enum"] == ["rows", "columns"]
+
+
+@pytest.mark.parametrize("cells", [[None], [""], [" 1.5 "], ["$1,234.50"]])
+def test_a_one_row_table_with_a_missing_or_clean_amount_scores_as_json(client, cells):
+    # One row takes the scorer's one-row route: a table reader's float64 cells (NaN for missing) too.
+    rows = [{"id": "r0", "x12": cell, "x44": None} for cell in cells]
+    expected = outcomes_of(post(client, "json rows", rows))
+    assert expected[0][0] == "scored"
+    for form in ("arrow", "parquet"):
+        assert outcomes_of(post(client, form, rows)) == expected, form

@@ -95,7 +95,7 @@ def test_messy_and_invalid_cells_get_the_api_answers_and_errors(app, messy_rows,
     assert {i for i, *_ in cells} == {2, 4, 5, 7}
     by_row = {}
     for index, _, column, message in cells:
-        by_row[index] = f"{by_row[index]}; {column}: {message}" if index in by_row else f"{column}: {message}"
+        by_row[index] = f"{by_row[index]}\n{column}: {message}" if index in by_row else f"{column}: {message}"
     assert table.column(ERROR).to_pylist() == [by_row.get(i) for i in range(len(messy_rows))]
     assert "8 invalid" not in stderr and "; 4 invalid;" in stderr
 

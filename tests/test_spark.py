@@ -85,7 +85,7 @@ def test_messy_and_invalid_cells_get_the_api_answers_and_errors(spark, app, mess
     assert got[PROBABILITY] == expected[PROBABILITY]
     by_row: dict[int, str] = {}
     for index, _, column, message in api_cell_errors(expected):
-        by_row[index] = f"{by_row[index]}; {column}: {message}" if index in by_row else f"{column}: {message}"
+        by_row[index] = f"{by_row[index]}\n{column}: {message}" if index in by_row else f"{column}: {message}"
     assert got[ERROR] == [by_row.get(i) for i in range(len(messy_rows))]
     assert sum(e is not None for e in got[ERROR]) == 4
 
