@@ -303,6 +303,9 @@ class Runner:
         try:
             result = post_stream(self.url, stream_blocks(self.encoded, n_rows), keep_lines=False,
                                  timeout=self.timeout, on_lines=check)
+            version = result.headers.get("x-model-version")
+            if version is not None:  # a stream is scored by one version, named once, in its header
+                self.versions[version] = self.versions.get(version, 0) + position
             if result.status != 200:
                 phase.messages.insert(0, f"HTTP {result.status}")
             elif position != n_rows:

@@ -189,6 +189,8 @@ def test_a_stream_run_checks_every_answer_line(server):
     stream = summary_line(done.stdout, "stream")
     assert (stream["requests"], stream["errors"], stream["rows"]) == (1, 0, 25000)
     assert "[stream] 25,000/25,000 rows answered" in done.stdout
+    # The stream's rows count for the version its header names, with the 30 single rows.
+    assert re.search(r"^model versions: \S+ \(25030 answers\)$", done.stdout, re.MULTILINE), done.stdout
 
 
 @pytest.fixture()
