@@ -35,6 +35,8 @@ CSV, NDJSON, PARQUET = "csv", "ndjson", "parquet"
 #: File name endings -> format.
 EXTENSIONS = {".csv": CSV, ".ndjson": NDJSON, ".jsonl": NDJSON, ".parquet": PARQUET, ".pq": PARQUET}
 #: pandas options of the API's CSV reader (service/readers/csv_table.py): every cell is text.
+#: How CSV is read, by the API (service/readers/csv_table.py) and the file command alike: every
+#: cell as text for the normaliser, nothing turned into NaN by pandas.
 CSV_OPTIONS = {"dtype": str, "keep_default_na": False, "na_filter": False, "encoding": "utf-8"}
 
 

@@ -48,18 +48,19 @@ class LinesDecoder:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line, parse_constant=_reject_constant, parse_int=_parse_int)
+                row = json.loads(line, parse_constant=reject_constant, parse_int=parse_int)
             except RecursionError:
                 raise PayloadError(f"line {number}: malformed JSON: nested too deeply") from None
             except (ValueError, UnicodeDecodeError) as exc:
                 raise PayloadError(f"line {number}: malformed JSON: {exc}") from None
             if not isinstance(row, dict):
-                raise PayloadError(f"line {number} is not a JSON object (got {_json_type(row)})")
+                raise PayloadError(f"line {number} is not a JSON object (got {json_type(row)})")
             rows.append(row)
         return {name: [row.get(name) for row in rows] for name in self.names}
 
 
-def _parse_int(text: str) -> int | float:
+def parse_int(text: str) -> int | float:
+    """``json.loads``' ``parse_int``: an integer, or an infinity beyond Python's digit limit."""
     # Python refuses to convert integers of more than 4,300 digits; as a float such a number is an
     # infinity, which the normaliser reports as an invalid cell, as the API does.
     try:
@@ -68,9 +69,11 @@ def _parse_int(text: str) -> int | float:
         return float(text)
 
 
-def _reject_constant(name: str) -> None:
+def reject_constant(name: str) -> None:
+    """``json.loads``' ``parse_constant``: NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object) -> str:
+    """The JSON name of a decoded value's type, for messages."""
     return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from lib.batch import RawBatch, make_batch
 from lib.errors import PayloadError
+from lib.file_readers import CSV_OPTIONS
 from lib.schema import ID_KEY
 from service.readers.batch import check_row_count
 
@@ -24,7 +25,7 @@ class CsvReader:
     def read(self, body: bytes) -> RawBatch:
         """Turn a CSV body into a batch; raise PayloadError / LimitError."""
         wanted = set(self.columns) | {ID_KEY}
-        options = {"dtype": str, "keep_default_na": False, "na_filter": False, "encoding": "utf-8"}
+        options = CSV_OPTIONS
         try:
             frame = pd.read_csv(io.BytesIO(body), usecols=lambda name: name in wanted, **options)
             if frame.columns.empty:

@@ -17,6 +17,7 @@ import msgspec
 
 from lib.batch import RawBatch, make_batch
 from lib.errors import PayloadError
+from lib.json_lines import json_type, parse_int, reject_constant
 from lib.schema import ID_KEY
 from service.readers.batch import check_row_count
 
@@ -53,7 +54,7 @@ class JsonRowsReader:
         """Decode any JSON value with the standard library, for bodies the typed decoder refused:
         out-of-range numbers come through as infinities for the normaliser to reject."""
         try:
-            return json.loads(body, parse_constant=_reject_constant, parse_int=_parse_int)
+            return json.loads(body, parse_constant=reject_constant, parse_int=parse_int)
         except RecursionError:
             raise PayloadError("malformed JSON: nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
@@ -65,22 +66,13 @@ class JsonRowsReader:
         decoded = self.decode_generic(body)
         rows = decoded if isinstance(decoded, list) else [decoded]
         if not isinstance(decoded, (list, dict)):
-            raise PayloadError(f"expected a JSON object or an array of objects, got {_json_type(decoded)}")
+            raise PayloadError(f"expected a JSON object or an array of objects, got {json_type(decoded)}")
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
-                raise PayloadError(f"row {i} is not a JSON object (got {_json_type(row)})")
+                raise PayloadError(f"row {i} is not a JSON object (got {json_type(row)})")
         check_row_count(len(rows), self.max_rows)
         values = [[row.get(c) for row in rows] for c in (*self.columns, ID_KEY)]
         return make_batch(self.columns, len(rows), values[:-1], values[-1])
-
-
-def _parse_int(text: str) -> int | float:
-    # Python refuses to convert integers of more than 4,300 digits; as a float such a number
-    # is an infinity, which the normaliser reports as an invalid cell, not as malformed JSON.
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
 
 
 def describe_syntax_error(exc: Exception, n_bytes: int | None = None) -> str:
@@ -90,13 +82,3 @@ def describe_syntax_error(exc: Exception, n_bytes: int | None = None) -> str:
     if n_bytes is not None and "truncated" in message:
         return f"{message.rstrip('.')} (the body ends after {n_bytes} bytes)"
     return message
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _json_type(value: object) -> str:
-    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number"
-    )
