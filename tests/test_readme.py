@@ -278,6 +278,24 @@ def test_the_one_row_example_answers_what_the_readme_prints(run):
 
 @pytest.mark.server
 @needs_curl
+def test_the_parquet_examples_score_the_test_rows_as_the_json_request_does(run, readme_tmp):
+    # The README makes the Parquet file from lib/data/test.json; parsed exactly, every row must
+    # score bit for bit as the JSON request of the same file does.
+    [as_json] = [c for c in COMMANDS if c.endswith("--data-binary @lib/data/test.json") and "?" not in c]
+    expected = [row["probability_positiveclass"] for row in json.loads(run(as_json))]
+    table_commands = [c for c in COMMANDS if "@/tmp/test.parquet" in c]
+    assert len(table_commands) == 2
+    for command in table_commands:
+        output = run(command)
+        if (path := written_file(command, readme_tmp)) is not None:
+            got = pq.read_table(path).column("probability_positiveclass").to_pylist()
+        else:
+            got = [row["probability_positiveclass"] for row in json.loads(output)]
+        assert got == expected, command
+
+
+@pytest.mark.server
+@needs_curl
 @pytest.mark.parametrize("example", ["@docs/examples/rows.csv", "@docs/examples/columns.json",
                                      "@docs/examples/rows.ndjson"])
 def test_the_three_row_examples_score_the_one_row_example_as_row_r1_and_agree(run, example):
