@@ -28,7 +28,6 @@ from service.metrics import Metrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
 MODEL_VERSION_HEADER = "X-Model-Version"
-JSON_MIMETYPE = "application/json"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 

@@ -134,10 +134,7 @@ class NdjsonStream:
                     raise PayloadError("the body holds no rows: send one JSON object a line")
         except (PayloadError, LimitError, DeadlineError) as exc:
             yield self._end_with(exc)
-        except GeneratorExit:
-            self.totals.ended_by = self.totals.ended_by or "client gone"
-            raise
-        finally:
+        finally:  # also when gunicorn closes the stream at a failed write (the client is gone)
             self.on_end(self.totals)
 
     def _chunks(self) -> Iterator[bytes]:
