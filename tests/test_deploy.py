@@ -244,6 +244,11 @@ def test_compose_replicas_share_the_model_store_volume():
     (mount,) = document["services"]["api"]["volumes"]
     assert mount == "${MODEL_STORE_VOLUME:-model-store}:/app/lib/model_store"
     assert "model-store" in document["volumes"]
+    # One container seeds the volume from the image before the replicas mount it: replicas created
+    # at once would race in Docker's copy of the image's store into the empty volume.
+    seed = document["services"]["store-seed"]
+    assert seed["volumes"] == [mount] and seed["image"] == document["services"]["api"]["image"]
+    assert document["services"]["api"]["depends_on"] == {"store-seed": {"condition": "service_completed_successfully"}}
 
 
 def test_k8s_service_hpa_and_pdb_select_the_deployment():
