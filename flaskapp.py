@@ -155,8 +155,9 @@ def create_app(test_config: dict | None = None) -> Flask:
         "max_rows": settings.max_rows, "max_body_bytes": settings.max_body_bytes,
         "timeout_seconds": settings.gunicorn_timeout, "graceful_timeout_seconds": settings.graceful_timeout,
         "max_listed_errors": settings.max_listed_errors}))
+    key_paths = settings.key_paths if settings.api_keys_file is not None else None
     app.register_blueprint(docs_blueprint(openapi_document(settings.max_rows, settings.max_body_mb, ERRORS_MODES,
-                                                           models.current.predictor.n_variables)))
+                                                           models.current.predictor.n_variables, key_paths)))
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:

@@ -38,6 +38,7 @@ from service.answers import (
     ROWS_FORMAT,
     SELECTED_FEATURES,
 )
+from service.auth import protected
 from service.predictor import EXPLAIN_ALL, PHASES
 from service.readers import ARROW, INPUT_LAYOUTS, NDJSON, PARQUET
 
@@ -341,8 +342,19 @@ _COMMON_HEADERS = {
 }
 
 
-def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, ...], n_variables: int) -> dict:
-    """The OpenAPI 3.1 document of the service (build once per process: it takes ~50 ms)."""
+#: The two ways of sending an API key (service/auth.py), as OpenAPI security schemes.
+SECURITY_SCHEMES = {
+    "bearerAuth": {"type": "http", "scheme": "bearer", "description": "an API key as `Authorization: Bearer KEY`"},
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "an API key as `X-API-Key`"},
+}
+
+
+def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, ...], n_variables: int,
+                     key_paths: tuple[str, ...] | None = None) -> dict:
+    """The OpenAPI 3.1 document of the service (build once per process: it takes ~50 ms).
+
+    The key schemes are always declared; with ``key_paths`` (API keys on) the operations under
+    those paths require one of them and list the 401."""
     spec = APISpec(title=API_TITLE, version=API_VERSION, openapi_version=OPENAPI_VERSION,
                    plugins=[MarshmallowPlugin()], info={"description": _DESCRIPTION})
     for name, schema in (("Row", RowSchema), ("Prediction", PredictionSchema), ("RowError", RowErrorSchema),
@@ -449,7 +461,23 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
                                            "responses": {"200": {"description": "HTML page",
                                                                  "content": {"text/html": {"schema": {
                                                                      "type": "string"}}}}}}})
-    return spec.to_dict()
+    for name, scheme in SECURITY_SCHEMES.items():
+        spec.components.security_scheme(name, scheme)
+    document = spec.to_dict()
+    if key_paths is not None:
+        _require_keys(document, key_paths)
+    return document
+
+
+def _require_keys(document: dict, key_paths: tuple[str, ...]) -> None:
+    """Mark the operations under ``key_paths`` as needing a key (either scheme), with their 401."""
+    refused = _error("no API key, or not a valid one (the answer carries `WWW-Authenticate: Bearer`)")
+    for path, operations in document["paths"].items():
+        if protected(path, key_paths) is None:
+            continue
+        for operation in operations.values():
+            operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+            operation["responses"]["401"] = refused
 
 
 def _get(spec: APISpec, path: str, summary: str, schema: dict, more: dict | None = None, html: bool = False,

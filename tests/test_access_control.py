@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from openapi_spec_validator import validate
 
 from service.keys import key_hash
+from service.openapi import SECURITY_SCHEMES
+from tests.browser import Browser, chromium_path
 from tests.live_server import PROJECT_DIR, LiveServer, wait_for
 
 pytestmark = pytest.mark.server
@@ -252,3 +255,57 @@ def test_a_missing_key_file_stops_the_server_at_start(start_server, tmp_path):
     wait_for(lambda: server.process.poll() is not None, 60, "gunicorn to exit")
     assert server.process.returncode != 0
     assert "cannot start: cannot read the API key file" in server.log_text()
+
+
+# --- the OpenAPI document and /docs ------------------------------------------------------------
+
+
+def test_the_openapi_document_declares_the_key_schemes(keyed, server):
+    keyed_document = requests.get(keyed[0].url + "/openapi.json", timeout=TIMEOUT).json()
+    open_document = requests.get(server.url + "/openapi.json", timeout=TIMEOUT).json()
+    for document in (keyed_document, open_document):
+        validate(document)
+        assert document["components"]["securitySchemes"] == SECURITY_SCHEMES
+    needs = {(path, method) for path, operations in keyed_document["paths"].items()
+             for method, operation in operations.items() if "security" in operation}
+    assert needs == {("/predict", "post"), ("/model", "get"), ("/models", "get"), ("/models/{version}", "get"),
+                     ("/models/{version}/{picture}", "get"), ("/metrics", "get")}
+    predict = keyed_document["paths"]["/predict"]["post"]
+    assert predict["security"] == [{"bearerAuth": []}, {"apiKeyHeader": []}] and "401" in predict["responses"]
+    # Keys off: nothing requires one.
+    assert not any("security" in operation or "401" in operation["responses"]
+                   for operations in open_document["paths"].values() for operation in operations.values())
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
+def test_the_docs_page_sends_the_key_it_is_given(keyed, tmp_path):
+    """In a real browser: /docs, "Authorize" with the key, then "Execute" on POST /predict answers 200
+    (without the key, the same gets the 401)."""
+    server, keys = keyed
+    with Browser(tmp_path / "profile") as browser:
+        browser.open(server.url + "/docs")
+        wait_for(lambda: browser.evaluate("!!document.querySelector('.opblock-post')"), 30, "the operations shown")
+
+        def execute() -> str:
+            """Open POST /predict, press Execute with its first example, and return the status shown."""
+            browser.evaluate("""(() => {
+                const toggle = document.querySelector('.opblock-post .opblock-summary-control');
+                if (toggle.getAttribute('aria-expanded') !== 'true') toggle.click();
+            })()""")
+            wait_for(lambda: browser.evaluate("!!document.querySelector('.opblock-post .execute')"), 30,
+                     "the Execute button")
+            browser.evaluate("document.querySelector('.opblock-post .execute').click()")
+            return wait_for(lambda: browser.evaluate(
+                "(document.querySelector('.opblock-post .live-responses-table tbody .response-col_status') || {})"
+                ".textContent"), 30, "the live response")
+
+        assert execute().strip().startswith("401")
+        browser.evaluate(f"window.ui.preauthorizeApiKey('bearerAuth', {json.dumps(keys['alice'])})")
+        browser.evaluate("document.querySelector('.opblock-post .btn-clear') && "
+                         "document.querySelector('.opblock-post .btn-clear').click()")
+        wait_for(lambda: not browser.evaluate("!!document.querySelector('.opblock-post .live-responses-table')"), 30,
+                 "the previous answer cleared")
+        assert execute().strip().startswith("200")
+        browser.screenshot(tmp_path / "docs-with-key.png")
+    lines = [e for e in access_lines(server) if e["path"] == "/predict"]
+    assert [e["status"] for e in lines[-2:]] == [401, 200] and lines[-1]["key"] == "alice"
