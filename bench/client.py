@@ -40,13 +40,15 @@ class Reply:
 class HttpClient:
     """Requests to one base URL over one reusable connection (not thread-safe: one per thread)."""
 
-    def __init__(self, url: str, timeout: float = 60.0):
+    def __init__(self, url: str, timeout: float = 60.0, headers: dict[str, str] | None = None):
+        """``headers`` go with every request (an API key: ``{"Authorization": "Bearer KEY"}``)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"URL must be http://host[:port][/prefix], got {url!r}")
         connection = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         self._connection = connection(parts.hostname, parts.port, timeout=timeout)
         self._prefix = parts.path.rstrip("/")
+        self._headers = dict(headers or {})
         self._used = False
 
     def request(self, method: str, path: str, body: bytes | None = None,
@@ -67,7 +69,7 @@ class HttpClient:
     def _exchange(self, method: str, path: str, body: bytes | None, headers: dict[str, str] | None) -> Reply:
         started = time.perf_counter()
         try:
-            self._connection.request(method, self._prefix + path, body, headers or {})
+            self._connection.request(method, self._prefix + path, body, {**self._headers, **(headers or {})})
             response = self._connection.getresponse()
             data = response.read()
         except BaseException:

@@ -14,6 +14,7 @@ import argparse
 import http.client
 import itertools
 import json
+import os
 import random
 import sys
 import threading
@@ -92,6 +93,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="JSON array of rows to draw from (default: lib/data/test.json)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the batch draws (default: random)")
+    parser.add_argument("--api-key", default=os.environ.get("API_KEY") or None, metavar="KEY",
+                        help="send KEY as 'Authorization: Bearer KEY' (default: $API_KEY, which keeps the key out "
+                             "of the process list; none if unset)")
     parser.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
                         help="per-request timeout (default: %(default)s)")
     parser.add_argument("--max-errors", type=int, default=100, metavar="N",
@@ -112,6 +116,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.seed is None:
         args.seed = random.randrange(2**31)
     return args
+
+
+def key_headers(key: str | None) -> dict[str, str]:
+    """The header that carries an API key, if one is given."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def encode_rows(path: Path) -> list[bytes]:
@@ -192,9 +201,11 @@ class Runner:
     """Sends jobs from a pool of threads, one HTTP connection each, and tallies the answers."""
 
     def __init__(self, url: str, encoded: Sequence[bytes], concurrency: int, timeout: float,
-                 max_errors: int, progress_seconds: float, out: Callable[[str], None] = print):
+                 max_errors: int, progress_seconds: float, out: Callable[[str], None] = print,
+                 headers: dict[str, str] | None = None):
         self.url, self.encoded, self.concurrency, self.timeout = url, encoded, concurrency, timeout
         self.max_errors, self.progress_seconds, self.out = max_errors, progress_seconds, out
+        self.headers = headers or {}  # with every request: an API key
         self.errors = 0
         # Per model version, the probability answered for each test row.
         self.seen: dict[str | None, dict[int, float]] = {}
@@ -205,7 +216,7 @@ class Runner:
     def _client(self) -> HttpClient:
         client = getattr(self._local, "client", None)
         if client is None:
-            client = self._local.client = HttpClient(self.url, self.timeout)
+            client = self._local.client = HttpClient(self.url, self.timeout, self.headers)
             self._clients.append(client)
         return client
 
@@ -302,7 +313,7 @@ class Runner:
 
         try:
             result = post_stream(self.url, stream_blocks(self.encoded, n_rows), keep_lines=False,
-                                 timeout=self.timeout, on_lines=check)
+                                 timeout=self.timeout, on_lines=check, headers=self.headers)
             version = result.headers.get("x-model-version")
             if version is not None:  # a stream is scored by one version, named once, in its header
                 self.versions[version] = self.versions.get(version, 0) + position
@@ -363,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"1..{args.max_batch} rows{stream}, concurrency {args.concurrency}, {len(encoded)} rows from {args.data}, "
           f"seed {args.seed}", flush=True)
     runner = Runner(args.url, encoded, args.concurrency, args.timeout, args.max_errors, args.progress_seconds,
-                    out=lambda line: print(line, flush=True))
+                    out=lambda line: print(line, flush=True), headers=key_headers(args.api_key))
     try:
         if args.seconds is None:
             phases = [runner.run(SINGLE, jobs[SINGLE])]

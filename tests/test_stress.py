@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import threading
@@ -223,3 +224,23 @@ def test_refuses_a_run_of_no_time():
     done = stress("--seconds", "0")
     assert done.returncode == 2
     assert "--seconds must be a positive number, got 0.0" in done.stderr
+
+
+@pytest.mark.server
+def test_a_run_with_an_api_key_passes_and_without_one_fails(start_server, tmp_path):
+    """--api-key (or API_KEY) sends the key with every request, streams included."""
+    from service.keys import add
+
+    key, _ = add(tmp_path / "api-keys", "stress")
+    server = start_server({"API_KEYS_FILE": str(tmp_path / "api-keys")}, workers=2)
+    run = ["--url", server.url, "--requests", "40", "--batches", "3", "--max-batch", "20", "--stream", "500",
+           "--seed", "3"]
+    done = stress(*run, "--api-key", key)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"^OK: 44 requests, \d+ rows, 0 errors$", done.stdout, re.MULTILINE)
+    by_env = subprocess.run([str(STRESS), *run], capture_output=True, text=True, timeout=120, check=False,
+                            env={**os.environ, "API_KEY": key})
+    assert by_env.returncode == 0, by_env.stdout
+    refused = stress(*run, "--api-key", key[:-1])
+    assert refused.returncode == 1 and "HTTP 401" in refused.stdout
+    assert key not in refused.stdout + done.stdout, "the key is never printed"
