@@ -28,6 +28,7 @@ import yaml
 
 from bench.ndjson_client import OpenStream
 from tests import raw_http
+from tests.balancer_checks import admitted_until_limited, check_limited, check_own_budgets, self_signed
 from tests.live_server import successful_predictions, wait_for, without_service_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +105,33 @@ def test_haproxy_config_passes_haproxy_c(retries):
                             check=False)
     assert result.returncode == 0, result.stderr
     assert "Configuration file is valid" in result.stdout + result.stderr
+
+
+def haproxy_check(env, tls_dir=None):
+    """``haproxy -c`` of the shipped config with compose's defaults and ``env``; ``tls_dir`` stands
+    for the container's certificate directory."""
+    config = HAPROXY_CONF.read_text()
+    if tls_dir:
+        config = config.replace("/usr/local/etc/haproxy/tls/", f"{tls_dir}/")
+    return subprocess.run([HAPROXY, "-c", "-f", "/dev/stdin"], input=config, env={**os.environ, **haproxy_env(), **env},
+                          capture_output=True, text=True, check=False)
+
+
+@needs_haproxy
+@pytest.mark.parametrize("env", [{"RATE_LIMIT_RPS": "10"}, {"RATE_LIMIT_RPS": "10", "API_KEYS_FILE": "/k/keys.txt"},
+                                 {"TLS_CERT": "server.pem"}, {"TLS_CERT": "server.pem", "TLS_ONLY": "1"}],
+                         ids=["rate-by-address", "rate-by-key", "tls", "tls-only"])
+def test_haproxy_config_passes_with_each_option(env, tmp_path):
+    pem, _ = self_signed(tmp_path)
+    result = haproxy_check(env, tls_dir=pem.parent)
+    assert result.returncode == 0, result.stderr
+    assert "Configuration file is valid" in result.stdout + result.stderr
+
+
+@needs_haproxy
+def test_haproxy_refuses_tls_only_without_a_certificate():
+    result = haproxy_check({"TLS_ONLY": "1"})
+    assert result.returncode != 0 and "TLS_ONLY=1 needs a certificate" in result.stderr
 
 
 @needs_haproxy
@@ -669,26 +697,6 @@ def test_nginx_answers_while_50_clients_trickle_their_bodies(cluster):
           f"one-row /predict {predict_s * 1000:.0f} ms")
 
 
-def admitted_until_limited(url, headers=None, most=200):
-    """One-row predictions sent one after another until the first 429: (how many were answered
-    200, the 429)."""
-    for sent in range(most):
-        answer = requests.post(f"{url}/predict", data=raw_http.ROW, timeout=30,
-                               headers={"Content-Type": "application/json", **(headers or {})})
-        if answer.status_code == 429:
-            return sent, answer
-        assert answer.status_code == 200, answer.text[:300]
-    pytest.fail(f"no 429 in {most} requests")
-
-
-def check_limited(answer):
-    """A rate-limited answer: the balancer's JSON error, when to retry, and a request ID."""
-    assert answer.json() == {"error": "rate limit exceeded, retry later"}
-    assert answer.headers["Content-Type"].startswith("application/json")
-    assert answer.headers["Retry-After"] == "1"
-    assert answer.headers["X-Request-ID"]
-
-
 @needs_nginx
 @pytest.mark.server
 def test_nginx_limits_each_address(model_dir, tmp_path):
@@ -705,3 +713,21 @@ def test_nginx_limits_each_address(model_dir, tmp_path):
         wait_for(lambda: cluster_predictions(limited) >= admitted, 10, "the admitted predictions counted")
         assert cluster_predictions(limited) == admitted
         print(f"\n[nginx] RATE_LIMIT_RPS=1 RATE_LIMIT_BURST=9: {admitted} admitted before the first 429")
+
+
+@needs_nginx
+@pytest.mark.server
+def test_nginx_limits_each_key_and_logs_none(model_dir, tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("")  # keys on: the renderer only looks whether API_KEYS_FILE is set
+    env = {"RATE_LIMIT_RPS": "1", "RATE_LIMIT_BURST": "9", "API_KEYS_FILE": str(keys)}
+    secrets = ["first-key-a8Jd2k", "second-key-Q0pz7x"]
+    with started_cluster(model_dir, tmp_path / "run", replicas=1, env=env) as limited:
+        # Two keys from one address, each by one of the two headers: a whole budget each.
+        admitted, again = check_own_budgets(limited["url"], {"Authorization": f"Bearer {secrets[0]}"},
+                                            {"X-API-Key": secrets[1]})
+        # No key: the address's own budget, untouched by the keys'.
+        assert requests.get(f"{limited['url']}/health", timeout=10).status_code == 200
+        logs = "".join(path.read_text() for path in limited["run_dir"].glob("nginx*.log"))
+    assert logs and not any(secret in logs for secret in secrets)
+    print(f"\n[nginx] per key, RATE_LIMIT_RPS=1 RATE_LIMIT_BURST=9: {admitted} then {again} admitted")
