@@ -24,9 +24,11 @@ from lib.scorer import check_golden
 from preprocess_input_json import BodyReader
 from service import drain
 from service.access_log import AccessLog
+from service.auth import KEY_NAME, KeyCheck
 from service.docs_page import docs_blueprint
 from service.endpoint import ERRORS_MODES, METHOD, PATH, PredictEndpoint, mount
 from service.errors import error_answer, error_payload
+from service.keys import KeyFile, KeyFileError
 from service.metrics import Metrics
 from service.model_pages import model_blueprint
 from service.model_switch import EXTENSION, ModelSwitch
@@ -60,6 +62,19 @@ def _unrouted_endpoint(app: Flask, req) -> str:
         rule, _ = adapter.match(method=req.routing_exception.valid_methods[0], return_rule=True)
         return rule.rule
     return "unmatched"
+
+
+def _key_file(settings: Settings, metrics: Metrics) -> KeyFile:
+    """The API key file, which must be readable and well-formed at start."""
+    try:
+        keys = KeyFile(settings.api_keys_file, on_failure=metrics.count_key_file_failure)
+    except KeyFileError as exc:
+        log.error("cannot start: %s (API_KEYS_FILE)", exc)
+        raise SystemExit(f"cannot start: {exc} (API_KEYS_FILE)") from None
+    ring = keys.ring()
+    log.info("API keys on for %s: %d keys of %d names from %s", settings.api_keys_paths, len(ring.entries),
+             len(ring.names), settings.api_keys_file)
+    return keys
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -105,13 +120,15 @@ def create_app(test_config: dict | None = None) -> Flask:
         response.headers.extend(recorder.finish(
             state.get("request_id") or request_id(None), state.get("started", time.perf_counter()), req.method,
             req.path, endpoint, response.status_code, req.content_length or 0, response.content_length,
-            model_version=state.get("model", models.current).version))
+            model_version=state.get("model", models.current).version, key=req.environ.get(KEY_NAME)))
         return response
 
     # POST /predict never reaches Flask: ``mount`` sends it to the endpoint. The rule is here
     # so that Flask's routing answers the other methods on /predict (405, OPTIONS).
     app.add_url_rule(PATH, endpoint="predict", methods=[METHOD])
     app.wsgi_app = mount(app.wsgi_app, PredictEndpoint(models, settings, metrics, recorder))
+    if settings.api_keys_file is not None:
+        app.wsgi_app = KeyCheck(app.wsgi_app, _key_file(settings, metrics), settings.key_paths, metrics, recorder)
 
     @app.get("/health")
     def health() -> Response:

@@ -4,17 +4,19 @@ import os
 import shutil
 import tempfile
 
-from service import drain, one_write_response, streaming
-from service.settings import Settings
+# Every worker writes its Prometheus samples here; /metrics adds them up. It must be set before
+# prometheus_client is first imported (it picks its value class then), so before the service's
+# modules below: service.streaming imports the metrics, and without the directory every worker
+# would count in its own memory while /metrics read an empty directory.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="predict-metrics-")
+
+from service import drain, one_write_response, streaming  # noqa: E402 - after the variable above
+from service.settings import Settings  # noqa: E402
 
 _settings = Settings.from_env()
 # Header and body of an answer in one write (see service/one_write_response.py).
 one_write_response.install()
-
-# Every worker writes its Prometheus samples here; /metrics adds them up. It must be set
-# before the app (and prometheus_client) is imported, which preload does after this file.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="predict-metrics-")
 
 # numpy must not start BLAS threads: scoring is a small matrix-vector product and the
 # workers already use every core.

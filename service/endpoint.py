@@ -20,6 +20,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from lib.errors import InputError, PayloadError
 from service.answers import ANSWER_ALIASES, ANSWER_TYPES, FORMATS, JSON, NDJSON, ROWS_FORMAT
+from service.auth import KEY_NAME
 from service.errors import error_answer
 from service.metrics import Metrics
 from service.model_switch import ModelSwitch, ServedModel
@@ -57,7 +58,7 @@ class PredictEndpoint:
             try:
                 explain = self._stream_options(request, served.predictor)
             except PayloadError as exc:
-                return self._answer_error(exc, rid, started, served.version, start_response)
+                return self._answer_error(exc, rid, started, served.version, environ.get(KEY_NAME), start_response)
             return self._stream(request, served, stream_reader, explain, rid, started, start_response)
         headers = [("Content-Type", JSON)]
         rows = invalid_rows = 0
@@ -75,7 +76,8 @@ class PredictEndpoint:
             headers = [("Content-Type", result.media_type), ("Server-Timing", server_timing(result.phases))]
         headers.append(("Content-Length", str(len(body))))
         headers += self.recorder.finish(rid, started, METHOD, PATH, PATH, status, request.content_length or 0,
-                                        len(body), rows, invalid_rows, model_version=served.version)
+                                        len(body), rows, invalid_rows, model_version=served.version,
+                                        key=environ.get(KEY_NAME))
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", headers)
         return [body]
 
@@ -98,13 +100,13 @@ class PredictEndpoint:
         self.metrics.observe_prediction(result.n_rows, result.n_rows - result.n_invalid, result.n_invalid,
                                         result.n_positive, result.errors, result.phases, result.drift)
 
-    def _answer_error(self, exc: Exception, rid: str, started: float, model_version: str,
+    def _answer_error(self, exc: Exception, rid: str, started: float, model_version: str, key: str | None,
                       start_response: Callable) -> Iterable[bytes]:
         status, payload = error_answer(exc, self.settings.max_body_mb, self.settings.max_listed_errors, rid)
         body = orjson.dumps(payload)
         headers = [("Content-Type", JSON), ("Content-Length", str(len(body)))]
         headers += self.recorder.finish(rid, started, METHOD, PATH, PATH, status, 0, len(body),
-                                        model_version=model_version)
+                                        model_version=model_version, key=key)
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", headers)
         return [body]
 
@@ -134,7 +136,7 @@ class PredictEndpoint:
 
         def on_end(totals: StreamTotals) -> None:
             self.recorder.record(rid, started, METHOD, PATH, PATH, totals.status, totals.bytes_in, totals.bytes_out,
-                                 totals.rows, totals.invalid_rows)
+                                 totals.rows, totals.invalid_rows, key=request.environ.get(KEY_NAME))
 
         limits = StreamLimits(settings.stream_max_body_mb * MB, settings.stream_timeout, settings.stream_idle_limit,
                               settings.stream_chunk_rows)

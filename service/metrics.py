@@ -137,6 +137,14 @@ class Metrics:
         self.switch_failures = Counter(
             "model_switch_failures", "Versions a worker could not switch to (it kept its model), by version",
             ["version"], registry=r)
+        # API keys (service/auth.py): requests let through per key name, and refusals per reason.
+        self.key_requests = Counter("api_key_requests", "Requests to protected paths by API key name", ["key"],
+                                    registry=r)
+        self.key_refusals = Counter("api_key_refusals", "Requests refused with 401, by reason (missing, unknown)",
+                                    ["reason"], registry=r)
+        self.key_file_failures = Counter(
+            "api_key_file_failures", "Changes of the API key file that could not be read (the last good keys stay)",
+            registry=r)
         self._model = None
         # set_model runs in a worker's switch thread; render re-sets the gauge in a request.
         self._model_lock = threading.Lock()
@@ -150,6 +158,7 @@ class Metrics:
         self._row_bounds = _bounds(ROW_BUCKETS)
         self._phase_bounds = _bounds(PHASE_BUCKETS)
         self._pending_writes: PendingWrites | None = None
+        self._labelled: dict[tuple[Counter, str], Counter] = {}
 
     def set_model(self, version: str, created_at: str, consumed_columns: Sequence[str]) -> None:
         """Name the model now served in ``model_info`` (the one before goes to 0), and make the
@@ -176,10 +185,12 @@ class Metrics:
             pending = self._pending_writes = PendingWrites()
         return pending
 
-    def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        """Count one finished request."""
+    def observe_request(self, endpoint: str, method: str, status: int, seconds: float, key: str | None = None) -> None:
+        """Count one finished request (``key``: the name of the API key it came with)."""
         if not self.enabled:
             return
+        if key is not None:
+            self._count(self.key_requests, key)
         key = (endpoint, method, status)
         counter = self._requests.get(key)
         if counter is None:
@@ -191,6 +202,25 @@ class Metrics:
         with pending.lock:
             pending.add(counter, 1)
             pending.observe(histogram, self._duration_bounds, seconds)
+
+    def observe_refusal(self, reason: str) -> None:
+        """Count one request refused for its API key (missing or unknown)."""
+        if self.enabled:
+            self._count(self.key_refusals, reason)
+
+    def count_key_file_failure(self) -> None:
+        """Count a change of the key file that could not be read (counted even with metrics off:
+        it is rare and an operator must see it)."""
+        self.key_file_failures.inc()
+
+    def _count(self, family: Counter, label: str) -> None:
+        """One more on the child ``label`` of ``family``, through the pending writes."""
+        child = self._labelled.get((family, label))
+        if child is None:
+            child = self._labelled[(family, label)] = family.labels(label)
+        pending = self._pending()
+        with pending.lock:
+            pending.add(child, 1)
 
     def observe_prediction(self, n_rows: int, n_scored: int, n_invalid: int, n_positive: int,
                            errors: Iterable[CellError], phases: dict[str, float] | None = None,

@@ -218,27 +218,33 @@ class Recorder:
 
     def finish(self, request_id: str, started: float, method: str, path: str, endpoint: str, status: int,
                bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0, *,
-               model_version: str) -> list[tuple[str, str]]:
+               model_version: str | None, key: str | None = None) -> list[tuple[str, str]]:
         """Record one answered request; return the headers to add to its answer. ``model_version``
-        is the version the request used (fetched once at its start: a switch may happen meanwhile)."""
-        self.record(request_id, started, method, path, endpoint, status, bytes_in, bytes_out, rows, invalid_rows)
+        is the version the request used (fetched once at its start: a switch may happen meanwhile;
+        None for a request refused before it reached a model); ``key`` the name of its API key."""
+        self.record(request_id, started, method, path, endpoint, status, bytes_in, bytes_out, rows, invalid_rows,
+                    key=key)
         return self.headers(request_id, model_version)
 
     @staticmethod
-    def headers(request_id: str, model_version: str) -> list[tuple[str, str]]:
+    def headers(request_id: str, model_version: str | None) -> list[tuple[str, str]]:
         """The headers every answer carries (a stream sends them before its rows are counted)."""
+        if model_version is None:
+            return [(REQUEST_ID_HEADER, request_id), ("X-Content-Type-Options", "nosniff")]
         return [(REQUEST_ID_HEADER, request_id), (MODEL_VERSION_HEADER, model_version),
                 ("X-Content-Type-Options", "nosniff")]
 
     def record(self, request_id: str, started: float, method: str, path: str, endpoint: str, status: int,
-               bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0) -> None:
-        """The request metrics and the access line of one answered request."""
+               bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0, *,
+               key: str | None = None) -> None:
+        """The request metrics and the access line of one answered request: ``key`` is the name of
+        its API key (None without one), never the key."""
         seconds = time.perf_counter() - started
-        self.metrics.observe_request(endpoint, method, status, seconds)
+        self.metrics.observe_request(endpoint, method, status, seconds, key)
         if self.access_log is not None:
             # The path without its query string, and never a byte of the body.
             self.access_log.write({
                 "time": round(time.time(), 3), "request_id": request_id, "method": method, "path": path,
                 "status": status, "rows": rows, "invalid_rows": invalid_rows, "duration_ms": round(seconds * 1000, 3),
-                "bytes_in": bytes_in, "bytes_out": bytes_out, "pid": os.getpid(),
+                "bytes_in": bytes_in, "bytes_out": bytes_out, "pid": os.getpid(), "key": key,
             })

@@ -24,7 +24,10 @@ def _cpu_count() -> int:
 
 
 #: Settings without a default value whose variable, when set, is a path.
-_OPTIONAL_PATHS = frozenset({"model_dir"})
+_OPTIONAL_PATHS = frozenset({"model_dir", "api_keys_file"})
+#: The paths that need a key when API keys are on (API_KEYS_PATHS): scoring, the model's
+#: coefficients and versions, and the counters. Probes (/health, /ready) and docs stay open.
+DEFAULT_KEY_PATHS = "/predict,/model,/models,/metrics"
 
 
 def _flag(value: str) -> bool:
@@ -59,6 +62,10 @@ class Settings:
     stream_timeout: int = 3600
     stream_idle_seconds: int = 60
     stream_chunk_rows: int = 10_000
+    # API keys (service/keys.py): off unless a key file is named; which paths need one (each
+    # path and everything under it, comma-separated).
+    api_keys_file: Path | None = None
+    api_keys_paths: str = DEFAULT_KEY_PATHS
     log_level: str = "info"
     # Off only to measure what observability costs (bench/overhead.py).
     metrics_enabled: bool = True
@@ -80,6 +87,11 @@ class Settings:
         """How long a stream waits on its client: STREAM_IDLE_SECONDS, but at most the request
         deadline, since gunicorn kills a worker that is silent (waiting) for GUNICORN_TIMEOUT."""
         return min(float(self.stream_idle_seconds), self.deadline_seconds)
+
+    @property
+    def key_paths(self) -> tuple[str, ...]:
+        """API_KEYS_PATHS as a tuple of paths without trailing slashes."""
+        return tuple(path.strip().rstrip("/") or "/" for path in self.api_keys_paths.split(",") if path.strip())
 
     @property
     def bind_address(self) -> str:
@@ -127,6 +139,9 @@ class Settings:
                 raise SystemExit(f"{name.upper()} must be at least 1, got {getattr(self, name)}")
         if self.stream_max_body_mb < 0:
             raise SystemExit(f"STREAM_MAX_BODY_MB must be 0 (no limit) or more, got {self.stream_max_body_mb}")
+        bad_paths = [path for path in self.key_paths if not path.startswith("/")]
+        if bad_paths:
+            raise SystemExit(f"API_KEYS_PATHS must be paths starting with '/', got {', '.join(bad_paths)}")
         for name in ("drain_seconds", "model_poll_seconds"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise SystemExit(f"{name.upper()} must be a number, 0 or more, got {getattr(self, name)}")

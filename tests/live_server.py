@@ -78,9 +78,11 @@ class LiveServer:
     """
 
     def __init__(self, env: dict[str, str] | None = None, workers: int = 2, log_path: Path | None = None,
-                 app: str | None = None):
-        """``app`` replaces gunicorn.conf.py's ``wsgi_app`` (bench/ serves its floor app this way)."""
+                 app: str | None = None, metrics_dir: bool = True):
+        """``app`` replaces gunicorn.conf.py's ``wsgi_app`` (bench/ serves its floor app this way);
+        ``metrics_dir`` false leaves the metrics directory to gunicorn.conf.py, as run_api.sh does."""
         self.app = app
+        self.own_metrics_dir = metrics_dir
         self.env = {**without_service_settings(os.environ), "WEB_CONCURRENCY": str(workers), **(env or {})}
         self.port: int | None = None
         self.url: str | None = None
@@ -95,7 +97,7 @@ class LiveServer:
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         log = self._log_file or subprocess.DEVNULL
         env = dict(self.env)
-        if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        if self.own_metrics_dir and not env.get("PROMETHEUS_MULTIPROC_DIR"):
             self._metrics_dir = env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="live-server-metrics-")
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))

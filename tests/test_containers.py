@@ -135,6 +135,10 @@ def test_image_serves_the_model_read_only_as_a_non_root_user(image_container, cl
     assert table.status_code == 200 and table.headers["Content-Type"] == forms.ARROW
     assert outcomes(200, forms.ARROW, table.content) == outcomes(200, "application/json", answer.content)
 
+    # The workers count in the metrics directory gunicorn.conf.py makes, which /metrics reads.
+    metrics = requests.get(url + "/metrics", timeout=30).text
+    assert 'http_requests_total{endpoint="/predict",method="POST",status="200"}' in metrics
+
     health = lambda: docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip()  # noqa: E731
     wait_for(lambda: health() == "healthy", 60, "the HEALTHCHECK reporting healthy")
 

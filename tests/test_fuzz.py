@@ -16,6 +16,7 @@ import functools
 import io
 import json
 import random
+from pathlib import Path
 
 import pytest
 import requests
@@ -35,10 +36,12 @@ from lib.schema import (
     PERCENT,
     kind_of,
 )
+from service import keys
 from service.answers import PREDICTED_CLASS as CLASS
 from service.answers import PROBABILITY
 from service.answers import SELECTED_FEATURES as FEATURES
 from service.readers import CSV, accepted_names
+from tests.live_server import PROJECT_DIR, LiveServer
 
 pytestmark = pytest.mark.server
 
@@ -206,6 +209,31 @@ def invalid_columns(row: dict, consumed: list[str]) -> set[str]:
 
 
 @pytest.fixture(scope="module")
+def api_key(tmp_path_factory) -> tuple[Path, str]:
+    """A key file with one key: the fuzzing runs with API keys on (issue 18)."""
+    path = tmp_path_factory.mktemp("fuzz-keys") / "api-keys"
+    key, _ = keys.add(path, "fuzz")
+    return path, key
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, api_key, tmp_path_factory):
+    """This module's own 2-worker server, with API keys on."""
+    live = LiveServer(env={"MODEL_DIR": str(model_dir), "API_KEYS_FILE": str(api_key[0])}, workers=2,
+                      log_path=tmp_path_factory.mktemp("fuzz-server") / "gunicorn.log").start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def http(api_key):
+    """A session that sends the key with every request."""
+    with requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {api_key[1]}"
+        yield session
+
+
+@pytest.fixture(scope="module")
 def consumed(stages) -> list[str]:
     return list(stages.manifest["consumed_columns"])
 
@@ -354,6 +382,31 @@ def test_hand_written_json_with_duplicate_keys_and_raw_numbers(http, server, con
         rows = json.loads(body)
         check_rows_answer(response, rows, consumed, stages.threshold, inline)
 
+
+
+def test_fuzzed_keys_get_a_json_401_unless_they_are_the_key(server, api_key):
+    """Any Authorization and X-API-Key values (visible Latin-1, as HTTP carries them): a 401 with a
+    JSON body unless one of them presents the key, never a 5xx, never the value in the log."""
+    key = api_key[1]
+    header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"),
+                          max_size=80).map(str.lstrip)  # requests refuses a value that starts with a space
+    authorization = st.one_of(st.none(), header_text, header_text.map("Bearer ".__add__),
+                              st.sampled_from([key[:-1], key + "=", " " + key.upper()]).map("Bearer ".__add__))
+    body = (PROJECT_DIR / "docs" / "examples" / "row.json").read_bytes()
+    presented: list[str] = []
+
+    with requests.Session() as anonymous:
+        @fuzzed(anonymous, server, 200, authorization=authorization, x_api_key=st.one_of(st.none(), header_text))
+        def check(authorization, x_api_key):
+            headers = {name: value for name, value in (("Authorization", authorization), ("X-API-Key", x_api_key))
+                       if value is not None}
+            response = post(anonymous, server, body, headers=headers)
+            assert response.status_code == 401, (headers, response.text[:200])
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+            presented.extend(value for value in headers.values() if len(value.strip()) >= 12)
+
+    log = server.log_text()
+    assert key not in log and not [value for value in presented if value.strip() in log]
 
 
 def test_arbitrary_json_values_get_200_or_a_json_4xx(http, server):

@@ -112,7 +112,9 @@ def _scrape(url: str) -> dict:
 def traffic(model_dir, test_body, test_rows, tmp_path_factory) -> Traffic:
     """Send the known mix to a fresh 2-worker server, scrape /metrics, stop it, read its log."""
     log_path = tmp_path_factory.mktemp("operability") / "server.log"
-    live = LiveServer(env={"MODEL_DIR": str(model_dir)}, workers=2, log_path=log_path).start()
+    # The metrics directory is gunicorn.conf.py's, as under run_api.sh and in the image (a test
+    # that named one hid a /metrics left empty when the variable was set too late).
+    live = LiveServer(env={"MODEL_DIR": str(model_dir)}, workers=2, log_path=log_path, metrics_dir=False).start()
     traffic = Traffic(master_pid=live.process.pid, started=time.time())
     connection = http.client.HTTPConnection("127.0.0.1", live.port, timeout=60)
     try:
