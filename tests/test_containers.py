@@ -24,7 +24,7 @@ import requests
 
 from bench.ndjson_client import post_stream
 from tests import forms, raw_http
-from tests.balancer_checks import admitted_until_limited, check_limited, self_signed
+from tests.balancer_checks import admitted_until_limited, check_limited, check_own_budgets, self_signed
 from tests.forms import outcomes
 from tests.live_server import PROJECT_DIR, wait_for
 
@@ -475,3 +475,31 @@ def test_haproxy_tls_only_and_rate_limit_per_address(stack, tmp_path):
                            timeout=10).status_code for i in range(3)]
     assert 429 in others, others
     print(f"\n[docker] HAProxy RATE_LIMIT_RPS=1 RATE_LIMIT_BURST=9: {admitted} admitted before the first 429")
+
+
+def test_haproxy_with_keys_on_passes_keyed_requests_and_limits_each_key(stack, tmp_path):
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    keys_dir.chmod(0o755)  # the replicas' user reads the file through the bind mount
+    made = [subprocess.run([sys.executable, "-m", "service.keys", "add", name, "--file", str(keys_dir / "keys.txt")],
+                           cwd=PROJECT_DIR, capture_output=True, text=True, check=True).stdout.strip()
+            for name in ("alice", "bob")]
+    alice, bob = made
+    env = {"API_KEYS_DIR": str(keys_dir), "API_KEYS_FILE": "/etc/batch-predict/keys/keys.txt",
+           "RATE_LIMIT_RPS": "1", "RATE_LIMIT_BURST": "9"}
+    up = stack(replicas=1, env=env)
+
+    keyed = requests.post(up.url + "/predict", data=raw_http.ROW, timeout=30,
+                          headers={"Content-Type": "application/json", "Authorization": f"Bearer {alice}"})
+    assert keyed.status_code == 200 and len(keyed.json()) == 1
+    refused = requests.post(up.url + "/predict", data=raw_http.ROW, headers={"Content-Type": "application/json"},
+                            timeout=30)
+    assert refused.status_code == 401 and "error" in refused.json()
+
+    # Two keys from one address, each by one of the two headers: a whole budget each.
+    admitted, again = check_own_budgets(up.url, {"Authorization": f"Bearer {alice}"}, {"X-API-Key": bob})
+    # Without a key, the address's own budget, untouched by the keys'.
+    assert requests.get(up.url + "/health", timeout=10).status_code == 200
+    log = up.balancer_log()
+    assert "/health" in log and alice not in log and bob not in log
+    print(f"\n[docker] HAProxy per key, RATE_LIMIT_RPS=1 RATE_LIMIT_BURST=9: {admitted} then {again} admitted")
