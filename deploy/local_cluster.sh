@@ -8,8 +8,10 @@
 #
 # Environment: PORT (balancer, 1313), BASE_PORT (first replica, 18001; then 18002, ...),
 # CLUSTER_DIR (pids, logs, nginx.conf; default .run/cluster), WEB_CONCURRENCY (workers per
-# replica, default 1: the replicas share this machine's cores). Everything else
-# (GUNICORN_TIMEOUT, MAX_BODY_MB, MODEL_STORE, ...) reaches every replica as it reaches run_api.sh.
+# replica, default 1: the replicas share this machine's cores), RATE_LIMIT_RPS (requests per
+# second per client at nginx, default 0: no limit) and RATE_LIMIT_BURST (default 20); with
+# API_KEYS_FILE set, each API key is a client of its own. Everything else (GUNICORN_TIMEOUT,
+# MAX_BODY_MB, MODEL_STORE, API_KEYS_FILE, ...) reaches every replica as it reaches run_api.sh.
 set -euo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
@@ -88,7 +90,9 @@ start() {
     [[ $(id -u) != 0 ]] || user=(--user "$(id -un)")
     "$PYTHON" deploy/render_nginx.py local --run-dir "$RUN_DIR" --listen "$PORT" "${servers[@]}" \
         "${user[@]}" --max-body-mb "${MAX_BODY_MB:-400}" --timeout "${GUNICORN_TIMEOUT:-300}" \
-        -o "$RUN_DIR/nginx.conf"
+        --rate-limit-rps "${RATE_LIMIT_RPS:-0}" --rate-limit-burst "${RATE_LIMIT_BURST:-20}" \
+        --rate-key "$([[ -n ${API_KEYS_FILE:-} ]] && echo key || echo address)" \
+        -o "$RUN_DIR/nginx.conf" || { stop; die "could not render nginx.conf; error above"; }
     nginx -t -q -p "$RUN_DIR" -c "$RUN_DIR/nginx.conf" -e stderr || { stop; die "nginx -t failed"; }
     setsid nginx -p "$RUN_DIR" -c "$RUN_DIR/nginx.conf" -e stderr -g 'daemon off;' \
         >"$RUN_DIR/nginx.log" 2>&1 </dev/null &

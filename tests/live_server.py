@@ -14,6 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import Settings
 
@@ -37,6 +38,14 @@ def wait_for(condition, seconds: float, what: str, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"{what} did not happen within {seconds} s")
+
+
+def successful_predictions(url: str) -> float:
+    """The successful ``POST /predict`` requests a server counted in its own /metrics."""
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "http_requests_total"
+               and {"endpoint": "/predict", "method": "POST", "status": "200"}.items() <= sample.labels.items())
 
 
 def without_service_settings(environ: dict[str, str]) -> dict[str, str]:

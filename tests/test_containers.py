@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -22,7 +23,8 @@ import pytest
 import requests
 
 from bench.ndjson_client import post_stream
-from tests import forms
+from tests import forms, raw_http
+from tests.balancer_checks import admitted_until_limited, check_limited, check_own_budgets, self_signed
 from tests.forms import outcomes
 from tests.live_server import PROJECT_DIR, wait_for
 
@@ -147,12 +149,15 @@ def test_image_serves_the_model_read_only_as_a_non_root_user(image_container, cl
 class Stack:
     """One compose project of the shipped docker-compose.yaml, with its own name."""
 
-    def __init__(self, name: str, retries: int, store: Path | None = None):
+    def __init__(self, name: str, retries: int, store: Path | None = None, env: dict[str, str] | None = None):
         self.name = name
         self.env = {**os.environ, "PYTHON_IMAGE": PYTHON_IMAGE, "PIP_NO_INDEX": "1", "LB_IMAGE": LB_IMAGE,
-                    "API_IMAGE": API_IMAGE, "LB_PUBLISH": "127.0.0.1:", "LB_RETRIES": str(retries),
-                    **({"MODEL_STORE_VOLUME": str(store)} if store else {})}
-        self.url = ""
+                    "API_IMAGE": API_IMAGE, "LB_PUBLISH": "127.0.0.1:", "LB_TLS_PUBLISH": "127.0.0.1:",
+                    "LB_RETRIES": str(retries), **({"MODEL_STORE_VOLUME": str(store)} if store else {}),
+                    **(env or {})}
+        self.url = ""  # HTTP through the balancer, or HTTPS with TLS_ONLY=1
+        self.tls_url = ""  # HTTPS through the balancer, when TLS_CERT is set
+        self.verify: str | bool = True  # what requests verifies the HTTPS answers with
 
     def compose(self, *args: str) -> str:
         result = subprocess.run([*compose_command(), "-p", self.name, "-f", "docker-compose.yaml", *args],
@@ -170,11 +175,23 @@ class Stack:
         running = [n for n in names if docker("inspect", "-f", "{{.State.Running}}", n).stdout.strip() == "true"]
         return sorted(running)
 
+    def logged(self, container: str) -> list[dict]:
+        """The access log lines of a replica (it writes them to the container's stderr)."""
+        logs = docker("logs", container)
+        return [entry for entry in map(_json_line, (logs.stdout + logs.stderr).splitlines()) if entry]
+
     def served(self, container: str) -> list[float]:
         """When each /predict that a replica answered was logged (its access log, epoch seconds)."""
-        logs = docker("logs", container)
-        lines = (logs.stdout + logs.stderr).splitlines()  # the access log goes to the container's stderr
-        return [entry["time"] for entry in map(_json_line, lines) if entry and entry.get("path") == "/predict"]
+        return [entry["time"] for entry in self.logged(container) if entry.get("path") == "/predict"]
+
+    def predictions(self) -> int:
+        """Successful /predict requests answered by all the replicas, from their access logs."""
+        return sum(1 for name in self.replicas() for entry in self.logged(name)
+                   if entry.get("path") == "/predict" and entry.get("status") == 200)
+
+    def balancer_log(self) -> str:
+        logs = docker("logs", self.compose("ps", "-q", "lb").strip())
+        return logs.stdout + logs.stderr
 
 
 def _json_line(line: str) -> dict | None:
@@ -191,15 +208,22 @@ def stack(api_image, request):
     container, network and volume of it is removed after the test."""
     made: list[Stack] = []
 
-    def up(replicas: int = 3, retries: int = 3, store: Path | None = None) -> Stack:
-        one = Stack(f"{PREFIX}{request.node.name.replace('_', '')[:20]}{len(made)}", retries, store)
+    def up(replicas: int = 3, retries: int = 3, store: Path | None = None, env: dict[str, str] | None = None,
+           verify: str | bool = True) -> Stack:
+        one = Stack(f"{PREFIX}{request.node.name.replace('_', '')[:20]}{len(made)}", retries, store, env)
         made.append(one)
         one.scale(replicas)
-        one.url = host_url(one.compose("port", "lb", "1313"))
+        one.verify = verify
+        if one.env.get("TLS_CERT"):
+            one.tls_url = host_url(one.compose("port", "lb", "1443")).replace("http://", "https://")
+        one.url = one.tls_url if one.env.get("TLS_ONLY") == "1" else host_url(one.compose("port", "lb", "1313"))
         wait_for(lambda: len(one.replicas()) == replicas, 60, f"{replicas} api containers running")
         # Through the balancer until every replica has answered a request.
         def all_served():
-            requests.post(one.url + "/predict", json={"x5": "monday"}, timeout=10)
+            try:
+                requests.post(one.url + "/predict", json={"x5": "monday"}, timeout=10, verify=verify)
+            except requests.ConnectionError:
+                pass  # the balancer not listening yet
             return all(one.served(name) for name in one.replicas())
         wait_for(all_served, 90, "every replica answering through the balancer")
         return one
@@ -355,3 +379,127 @@ def test_one_pointer_switches_every_replica_under_load(stack, two_versions, tmp_
     assert set(versions) == {a, b}, output[-500:]
     print(f"[docker] switch a->b->a through the balancer: {output.strip().splitlines()[-1]}; answers by version: "
           + ", ".join(f"{v} {n}" for v, n in versions.items()))
+
+
+# --- the balancer's edges: TLS, smuggling, slow clients, rate limits -------------------------------
+
+
+def tls_dir(tmp_path: Path) -> tuple[Path, Path]:
+    """A directory for TLS_CERT_DIR holding a self-signed server.pem; and the certificate alone,
+    which the clients verify against."""
+    directory = tmp_path / "tls"
+    directory.mkdir()
+    directory.chmod(0o755)  # the balancer's user must reach the file through the bind mount
+    _, cert = self_signed(directory)
+    return directory, cert
+
+
+def address(url: str) -> tuple[str, int]:
+    host, port = url.split("://", 1)[1].split(":")
+    return host, int(port)
+
+
+def test_haproxy_serves_https_refuses_smuggling_and_outlasts_slow_clients(stack, tmp_path):
+    certs, cert = tls_dir(tmp_path)
+    up = stack(replicas=2, env={"TLS_CERT": "server.pem", "TLS_CERT_DIR": str(certs)}, verify=str(cert))
+    host, port = address(up.url)
+
+    # HTTPS on its own port, verified against the certificate; HTTP on 1313 still answers.
+    secure = requests.post(up.tls_url + "/predict", data=raw_http.ROW, verify=str(cert), timeout=30,
+                           headers={"Content-Type": "application/json"})
+    assert secure.status_code == 200 and len(secure.json()) == 1
+    assert requests.get(up.url + "/health", timeout=10).status_code == 200
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(up.tls_url + "/health", timeout=10)  # not trusted without the certificate
+
+    # Two different Content-Length lines: HAProxy's own 400 (its built-in HTML page: 2.6 answers
+    # its parser's errors without the configured ones), the connection closed.
+    raw_http.smuggling_refused(host, port, raw_http.duplicate_cl(), up.predictions)
+    tls_host, tls_port = address(up.tls_url)
+    context = ssl.create_default_context(cafile=str(cert))
+    raw_http.smuggling_refused(tls_host, tls_port, raw_http.duplicate_cl(), up.predictions, tls=context)
+
+    # Content-Length with Transfer-Encoding: HAProxy 2.6 does not refuse it. It drops the length,
+    # reads the body as chunked (empty here), forwards that, answers, and closes the connection:
+    # the request hidden after the chunked end is never read as one.
+    before = up.predictions()
+    with raw_http.Connection(host, port) as connection:
+        connection.send(raw_http.cl_te())
+        first = connection.read_response()
+        assert connection.closed_by_server(), "HAProxy kept the connection of a CL+TE request open"
+    assert first.status == 400 and "error" in first.json()  # the replica's answer to an empty body
+    follow_up = raw_http.request(host, port, raw_http.predict_request())
+    assert follow_up.status == 200
+    wait_for(lambda: up.predictions() >= before + 1, 10, "the follow-up logged")
+    assert up.predictions() == before + 1, "the smuggled prediction reached a replica"
+
+    # Two identical Content-Length lines are one length to HAProxy: answered, and the connection
+    # goes on with the next request.
+    before = up.predictions()
+    with raw_http.Connection(host, port) as connection:
+        connection.send(raw_http.identical_cl())
+        assert connection.read_response().status == 200
+        connection.send(raw_http.predict_request())
+        assert connection.read_response().status == 200
+    wait_for(lambda: up.predictions() >= before + 2, 10, "both logged")
+    assert up.predictions() == before + 2
+
+    # 50 clients trickling their bodies hold no replica: HAProxy buffers a body before it picks one.
+    with raw_http.SlowClients(host, port, count=50) as slow:
+        wait_for(lambda: slow.sent_bytes >= 2, 10, "the slow clients sending their bodies")
+        health, health_s = raw_http.timed(lambda: requests.get(up.url + "/health", timeout=30))
+        predicted, predict_s = raw_http.timed(lambda: requests.post(
+            up.url + "/predict", data=raw_http.ROW, headers={"Content-Type": "application/json"}, timeout=30))
+        still_pending = slow.pending()
+    assert health.status_code == 200 and predicted.status_code == 200 and len(predicted.json()) == 1
+    assert still_pending == 50
+    print(f"\n[docker] HAProxy with 50 slow clients: /health {health_s * 1000:.0f} ms, "
+          f"one-row /predict {predict_s * 1000:.0f} ms")
+
+
+def test_haproxy_tls_only_and_rate_limit_per_address(stack, tmp_path):
+    certs, cert = tls_dir(tmp_path)
+    env = {"TLS_CERT": "server.pem", "TLS_CERT_DIR": str(certs), "TLS_ONLY": "1",
+           "RATE_LIMIT_RPS": "1", "RATE_LIMIT_BURST": "9"}
+    up = stack(replicas=1, env=env, verify=str(cert))
+    # TLS only: nothing answers on 1313 (published by Docker, refused inside the container).
+    plain = host_url(up.compose("port", "lb", "1313"))
+    with pytest.raises(requests.ConnectionError):
+        requests.get(plain + "/health", timeout=10)
+
+    admitted, refused = admitted_until_limited(up.url, verify=str(cert))
+    check_limited(refused)
+    # Keys off: each address is one client, whatever key it sends (three tries: a slot may free
+    # as the first goes by, not three).
+    others = [requests.get(up.url + "/health", headers={"X-API-Key": f"other{i}"}, verify=str(cert),
+                           timeout=10).status_code for i in range(3)]
+    assert 429 in others, others
+    print(f"\n[docker] HAProxy RATE_LIMIT_RPS=1 RATE_LIMIT_BURST=9: {admitted} admitted before the first 429")
+
+
+def test_haproxy_with_keys_on_passes_keyed_requests_and_limits_each_key(stack, tmp_path):
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    keys_dir.chmod(0o755)  # the replicas' user reads the file through the bind mount
+    made = [subprocess.run([sys.executable, "-m", "service.keys", "add", name, "--file", str(keys_dir / "keys.txt")],
+                           cwd=PROJECT_DIR, capture_output=True, text=True, check=True).stdout.strip()
+            for name in ("alice", "bob")]
+    alice, bob = made
+    env = {"API_KEYS_DIR": str(keys_dir), "API_KEYS_FILE": "/etc/batch-predict/keys/keys.txt",
+           "RATE_LIMIT_RPS": "1", "RATE_LIMIT_BURST": "9"}
+    up = stack(replicas=1, env=env)
+
+    keyed = requests.post(up.url + "/predict", data=raw_http.ROW, timeout=30,
+                          headers={"Content-Type": "application/json", "Authorization": f"Bearer {alice}"})
+    assert keyed.status_code == 200 and len(keyed.json()) == 1
+    refused = requests.post(up.url + "/predict", data=raw_http.ROW, headers={"Content-Type": "application/json"},
+                            timeout=30)
+    assert refused.status_code == 401 and "error" in refused.json()
+
+    # Two keys from one address, each by one of the two headers: a whole budget each.
+    admitted, again = check_own_budgets(up.url, {"Authorization": f"Bearer {alice}"}, {"X-API-Key": bob})
+    # Without a key, the address's own budget, untouched by the keys'.
+    assert requests.get(up.url + "/health", timeout=10).status_code == 200
+    log = up.balancer_log()
+    assert "/health" in log and alice not in log and bob not in log
+    print(f"\n[docker] HAProxy per key, RATE_LIMIT_RPS=1 RATE_LIMIT_BURST=9: {admitted} then {again} admitted")

@@ -5,6 +5,8 @@ and SIGKILL one replica under load: no client request may fail. The containers t
 in tests/test_containers.py.
 """
 
+import contextlib
+import fnmatch
 import json
 import os
 import random
@@ -23,10 +25,11 @@ import kubernetes_validate
 import pytest
 import requests
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.ndjson_client import OpenStream
-from tests.live_server import wait_for, without_service_settings
+from tests import raw_http
+from tests.balancer_checks import admitted_until_limited, check_limited, check_own_budgets, self_signed
+from tests.live_server import successful_predictions, wait_for, without_service_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -44,10 +47,6 @@ needs_haproxy = pytest.mark.skipif(
     HAPROXY is None, reason="haproxy is not installed (Debian/Ubuntu: apt-get install -y haproxy)"
 )
 
-# What the cluster test counts per replica, scraped from each replica's own /metrics.
-PREDICT_REQUESTS = "http_requests_total"
-PREDICT_LABELS = {"endpoint": "/predict", "method": "POST", "status": "200"}
-
 REPLICAS = 3
 BIG_EVERY = 5  # one 10,000-row request in every five, the rest single rows
 CLIENTS = 4
@@ -60,7 +59,7 @@ def render(*args, output):
     return output.read_text()
 
 
-def render_local(run_dir, listen, servers):
+def render_local(run_dir, listen, servers, *extra):
     (run_dir / "nginx-temp").mkdir(parents=True, exist_ok=True)
     server_args = [arg for server in servers for arg in ("--server", server)]
     return render(
@@ -70,6 +69,7 @@ def render_local(run_dir, listen, servers):
         "--listen",
         str(listen),
         *server_args,
+        *extra,
         output=run_dir / "nginx.conf",
     )
 
@@ -107,6 +107,33 @@ def test_haproxy_config_passes_haproxy_c(retries):
     assert "Configuration file is valid" in result.stdout + result.stderr
 
 
+def haproxy_check(env, tls_dir=None):
+    """``haproxy -c`` of the shipped config with compose's defaults and ``env``; ``tls_dir`` stands
+    for the container's certificate directory."""
+    config = HAPROXY_CONF.read_text()
+    if tls_dir:
+        config = config.replace("/usr/local/etc/haproxy/tls/", f"{tls_dir}/")
+    return subprocess.run([HAPROXY, "-c", "-f", "/dev/stdin"], input=config, env={**os.environ, **haproxy_env(), **env},
+                          capture_output=True, text=True, check=False)
+
+
+@needs_haproxy
+@pytest.mark.parametrize("env", [{"RATE_LIMIT_RPS": "10"}, {"RATE_LIMIT_RPS": "10", "API_KEYS_FILE": "/k/keys.txt"},
+                                 {"TLS_CERT": "server.pem"}, {"TLS_CERT": "server.pem", "TLS_ONLY": "1"}],
+                         ids=["rate-by-address", "rate-by-key", "tls", "tls-only"])
+def test_haproxy_config_passes_with_each_option(env, tmp_path):
+    pem, _ = self_signed(tmp_path)
+    result = haproxy_check(env, tls_dir=pem.parent)
+    assert result.returncode == 0, result.stderr
+    assert "Configuration file is valid" in result.stdout + result.stderr
+
+
+@needs_haproxy
+def test_haproxy_refuses_tls_only_without_a_certificate():
+    result = haproxy_check({"TLS_ONLY": "1"})
+    assert result.returncode != 0 and "TLS_ONLY=1 needs a certificate" in result.stderr
+
+
 @needs_haproxy
 def test_haproxy_config_needs_its_variables():
     env = {name: value for name, value in os.environ.items() if name not in haproxy_env()}
@@ -139,9 +166,21 @@ def test_limits_agree_between_balancer_and_api():
     assert haproxy_lines("retries") == ['retries "${LB_RETRIES}"']
 
 
+RATE_LIMITS = {
+    "off": [],
+    "address": ["--rate-limit-rps", "5", "--rate-limit-burst", "10"],
+    "key": ["--rate-limit-rps", "5", "--rate-limit-burst", "10", "--rate-key", "key"],
+}
+
+
 @needs_nginx
-def test_local_rendering_passes_nginx_t(tmp_path):
-    render_local(tmp_path, 18999, [f"127.0.0.1:{port}" for port in (18001, 18002, 18003)])
+@pytest.mark.parametrize("rate_limit", RATE_LIMITS)
+def test_local_rendering_passes_nginx_t(tmp_path, rate_limit):
+    text = render_local(tmp_path, 18999, [f"127.0.0.1:{port}" for port in (18001, 18002, 18003)],
+                        *RATE_LIMITS[rate_limit])
+    zones = re.findall(r"^\s*limit_req_zone (\S+) zone=per_client:10m rate=5r/s;", text, re.M)
+    assert zones == {"off": [], "address": ["$binary_remote_addr"], "key": ["$rate_limit_key"]}[rate_limit]
+    assert bool(re.search(r"^\s*limit_req zone=per_client burst=10 nodelay;", text, re.M)) == (rate_limit != "off")
     result = subprocess.run(
         [NGINX, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", "stderr"],
         capture_output=True,
@@ -150,6 +189,14 @@ def test_local_rendering_passes_nginx_t(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
+
+
+def test_rendering_refuses_a_negative_rate(tmp_path):
+    (tmp_path / "nginx-temp").mkdir()
+    result = subprocess.run([sys.executable, str(RENDER), "local", "--run-dir", str(tmp_path), "--listen", "1",
+                             "--server", "127.0.0.1:2", "--rate-limit-rps", "-1"], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode != 0 and "must not be negative" in result.stderr
 
 
 # --- docker compose -----------------------------------------------------------------------------
@@ -172,10 +219,33 @@ def test_compose_api_service_is_scalable_and_health_checked():
 def test_compose_balancer_publishes_1313_with_the_shipped_config():
     lb = compose()["services"]["lb"]
     assert lb["image"] == "${LB_IMAGE:-haproxy:2.6}"
-    assert lb["ports"] == ["${LB_PUBLISH:-1313}:1313"]
+    assert lb["ports"] == ["${LB_PUBLISH:-1313}:1313", "${LB_TLS_PUBLISH:-1443}:1443"]
     assert lb["stop_signal"] == "SIGUSR1"
     mounts = dict(volume.rsplit(":", 2)[:2] for volume in lb["volumes"])
-    assert mounts == {"./deploy/haproxy/haproxy.cfg": "/usr/local/etc/haproxy/haproxy.cfg"}
+    assert mounts == {"./deploy/haproxy/haproxy.cfg": "/usr/local/etc/haproxy/haproxy.cfg",
+                      "${TLS_CERT_DIR:-./deploy/tls}": "/usr/local/etc/haproxy/tls"}
+    assert all(volume.endswith(":ro") for volume in lb["volumes"])
+
+
+def test_compose_keys_reach_replicas_and_balancer_alike():
+    services = compose()["services"]
+    assert services["api"]["environment"]["API_KEYS_FILE"] == services["lb"]["environment"]["API_KEYS_FILE"]
+    assert services["lb"]["environment"]["API_KEYS_FILE"] == "${API_KEYS_FILE:-}"
+    # The directory, read-only: a keys file replaced on the host is seen by the replicas.
+    assert "${API_KEYS_DIR:-./deploy/keys}:/etc/batch-predict/keys:ro" in services["api"]["volumes"]
+
+
+@pytest.mark.parametrize("directory", ["keys", "tls"])
+def test_secrets_directories_stay_out_of_git_and_the_image(directory):
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"deploy/{directory}/secret.pem"], cwd=ROOT, check=False)
+    assert ignored.returncode == 0, f"deploy/{directory}/ does not ignore what is put there"
+    tracked = subprocess.run(["git", "check-ignore", "-q", f"deploy/{directory}/README.md"], cwd=ROOT, check=False)
+    assert tracked.returncode == 1
+    # .dockerignore is an allow-list (test_dockerignore_lets_in_only_what_the_image_needs): no
+    # line lets deploy/ back in.
+    allowed = [line[1:] for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    assert not any(fnmatch.fnmatch(f"deploy/{directory}/x", pattern.rstrip("/") + "*") or
+                   fnmatch.fnmatch("deploy", pattern.rstrip("/")) for pattern in allowed)
 
 
 # --- Kubernetes -----------------------------------------------------------------------------
@@ -241,7 +311,7 @@ def test_k8s_pods_share_the_model_store_read_only_and_the_job_switches_it():
 
 def test_compose_replicas_share_the_model_store_volume():
     document = compose()
-    (mount,) = document["services"]["api"]["volumes"]
+    mount, _keys = document["services"]["api"]["volumes"]
     assert mount == "${MODEL_STORE_VOLUME:-model-store}:/app/lib/model_store"
     assert "model-store" in document["volumes"]
     # One container seeds the volume from the image before the replicas mount it: replicas created
@@ -400,13 +470,7 @@ def free_ports(count):
 
 def predict_count(port):
     """Successful POST /predict requests counted by one replica's own /metrics."""
-    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == PREDICT_REQUESTS and PREDICT_LABELS.items() <= sample.labels.items()
-    )
+    return successful_predictions(f"http://127.0.0.1:{port}")
 
 
 def group_members(pgid):
@@ -422,22 +486,23 @@ def group_members(pgid):
     return members
 
 
-@pytest.fixture(scope="module")
-def cluster(model_dir, tmp_path_factory):
-    """3 replicas behind nginx via deploy/local_cluster.sh on free ports, always stopped."""
-    run_dir = tmp_path_factory.mktemp("cluster")
-    balancer_port, base_port = free_ports(REPLICAS)
+@contextlib.contextmanager
+def started_cluster(model_dir, run_dir, replicas=REPLICAS, env=None):
+    """``replicas`` replicas behind nginx via deploy/local_cluster.sh on free ports (``env`` added
+    to its environment), always stopped."""
+    balancer_port, base_port = free_ports(replicas)
     env = {
         **os.environ,
         "PORT": str(balancer_port),
         "BASE_PORT": str(base_port),
         "CLUSTER_DIR": str(run_dir),
         "MODEL_DIR": str(model_dir),
-        "WEB_CONCURRENCY": "1",  # three single-worker replicas share two cores
+        "WEB_CONCURRENCY": "1",  # single-worker replicas share two cores
         "GRACEFUL_TIMEOUT": "10",
+        **(env or {}),
     }
     started = subprocess.run(
-        ["bash", str(CLUSTER), "start", str(REPLICAS)],
+        ["bash", str(CLUSTER), "start", str(replicas)],
         env=env,
         capture_output=True,
         text=True,
@@ -448,9 +513,10 @@ def cluster(model_dir, tmp_path_factory):
         assert started.returncode == 0, started.stderr
         yield {
             "url": f"http://127.0.0.1:{balancer_port}",
+            "port": balancer_port,
             "run_dir": run_dir,
-            "ports": [base_port + i for i in range(REPLICAS)],
-            "pgids": [int((run_dir / f"replica-{i + 1}.pid").read_text()) for i in range(REPLICAS)],
+            "ports": [base_port + i for i in range(replicas)],
+            "pgids": [int((run_dir / f"replica-{i + 1}.pid").read_text()) for i in range(replicas)],
         }
     finally:
         try:
@@ -461,6 +527,19 @@ def cluster(model_dir, tmp_path_factory):
             pgid = int(pid_file.read_text())
             if group_members(pgid):
                 os.killpg(pgid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def cluster(model_dir, tmp_path_factory):
+    """3 replicas behind nginx, shared by the module's tests."""
+    with started_cluster(model_dir, tmp_path_factory.mktemp("cluster")) as running:
+        yield running
+
+
+def cluster_predictions(cluster):
+    """Successful predictions answered by the cluster's live replicas together (a test here kills one)."""
+    return sum(predict_count(port) for port, pgid in zip(cluster["ports"], cluster["pgids"], strict=True)
+               if group_members(pgid))
 
 
 @needs_nginx
@@ -586,3 +665,69 @@ def test_a_stream_goes_through_nginx_unbuffered_both_ways(cluster, test_rows):
     answers = [json.loads(line) for line in stream.lines]
     assert [answer["id"] for answer in answers] == list(range(100)) * 3
     assert all(len(answer["reasons"]) == 1 for answer in answers)
+
+
+# --- the balancer's edges: smuggling, slow clients, rate limits ----------------------------------
+
+
+@needs_nginx
+@pytest.mark.server
+@pytest.mark.parametrize("framing", [raw_http.cl_te, raw_http.duplicate_cl, raw_http.identical_cl])
+def test_nginx_refuses_a_request_framed_two_ways(cluster, framing):
+    # nginx refuses Content-Length with Transfer-Encoding, and any second Content-Length line,
+    # even of the same value; the smuggled request after it never reaches a replica.
+    refused = raw_http.smuggling_refused("127.0.0.1", cluster["port"], framing(), lambda: cluster_predictions(cluster))
+    assert refused.json() == {"error": "malformed HTTP request"}
+    assert refused.headers["content-type"] == "application/json"
+
+
+@needs_nginx
+@pytest.mark.server
+def test_nginx_answers_while_50_clients_trickle_their_bodies(cluster):
+    with raw_http.SlowClients("127.0.0.1", cluster["port"], count=50) as slow:
+        wait_for(lambda: slow.sent_bytes >= 2, 10, "the slow clients sending their bodies")
+        health, health_s = raw_http.timed(lambda: requests.get(f"{cluster['url']}/health", timeout=30))
+        predicted, predict_s = raw_http.timed(lambda: requests.post(
+            f"{cluster['url']}/predict", data=raw_http.ROW, headers={"Content-Type": "application/json"}, timeout=30))
+        still_pending = slow.pending()
+    assert health.status_code == 200 and predicted.status_code == 200 and len(predicted.json()) == 1
+    # Answered while every slow client was still sending: nginx buffers their bodies, no replica waits.
+    assert still_pending == 50
+    print(f"\n[nginx] with 50 slow clients: /health {health_s * 1000:.0f} ms, "
+          f"one-row /predict {predict_s * 1000:.0f} ms")
+
+
+@needs_nginx
+@pytest.mark.server
+def test_nginx_limits_each_address(model_dir, tmp_path):
+    env = {"RATE_LIMIT_RPS": "1", "RATE_LIMIT_BURST": "9"}
+    with started_cluster(model_dir, tmp_path, replicas=1, env=env) as limited:
+        admitted, refused = admitted_until_limited(limited["url"])
+        check_limited(refused)
+        # Keys off: another key from the same address shares its budget (three tries: one more
+        # may have been let in as the second went by, three cannot).
+        others = [requests.get(f"{limited['url']}/health", headers={"X-API-Key": f"other{i}"}, timeout=10).status_code
+                  for i in range(3)]
+        assert 429 in others, others
+        # Only the admitted ones reached the replica.
+        wait_for(lambda: cluster_predictions(limited) >= admitted, 10, "the admitted predictions counted")
+        assert cluster_predictions(limited) == admitted
+        print(f"\n[nginx] RATE_LIMIT_RPS=1 RATE_LIMIT_BURST=9: {admitted} admitted before the first 429")
+
+
+@needs_nginx
+@pytest.mark.server
+def test_nginx_limits_each_key_and_logs_none(model_dir, tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("")  # keys on: the renderer only looks whether API_KEYS_FILE is set
+    env = {"RATE_LIMIT_RPS": "1", "RATE_LIMIT_BURST": "9", "API_KEYS_FILE": str(keys)}
+    secrets = ["first-key-a8Jd2k", "second-key-Q0pz7x"]
+    with started_cluster(model_dir, tmp_path / "run", replicas=1, env=env) as limited:
+        # Two keys from one address, each by one of the two headers: a whole budget each.
+        admitted, again = check_own_budgets(limited["url"], {"Authorization": f"Bearer {secrets[0]}"},
+                                            {"X-API-Key": secrets[1]})
+        # No key: the address's own budget, untouched by the keys'.
+        assert requests.get(f"{limited['url']}/health", timeout=10).status_code == 200
+        logs = "".join(path.read_text() for path in limited["run_dir"].glob("nginx*.log"))
+    assert logs and not any(secret in logs for secret in secrets)
+    print(f"\n[nginx] per key, RATE_LIMIT_RPS=1 RATE_LIMIT_BURST=9: {admitted} then {again} admitted")

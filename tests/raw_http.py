@@ -1,0 +1,206 @@
+"""HTTP/1.1 over raw sockets, for what well-behaved clients cannot send: requests framed two ways
+at once (request smuggling) and bodies trickled a byte at a time (slow clients)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.live_server import wait_for
+
+ROW = (Path(__file__).resolve().parents[1] / "docs" / "examples" / "row.json").read_bytes().strip()
+
+
+def predict_request(body: bytes = ROW, *, framing: str = "") -> bytes:
+    """A complete ``POST /predict`` of ``body``; ``framing`` replaces its Content-Length line."""
+    framing = framing or f"Content-Length: {len(body)}\r\n"
+    return (b"POST /predict HTTP/1.1\r\nHost: balancer\r\nContent-Type: application/json\r\n"
+            + framing.encode() + b"\r\n" + body)
+
+
+#: A second request hidden in the first one's body, as a balancer and a replica that disagree on
+#: where the first ends would each see it: a one-row prediction, so a replica that ever answered
+#: it counts one more successful /predict.
+SMUGGLED = predict_request()
+
+
+def cl_te() -> bytes:
+    """Content-Length and Transfer-Encoding: chunked: chunked says the body is empty ("0"), the
+    length says it holds the smuggled request too."""
+    body = b"0\r\n\r\n" + SMUGGLED
+    return predict_request(body, framing=f"Content-Length: {len(body)}\r\nTransfer-Encoding: chunked\r\n")
+
+
+def duplicate_cl() -> bytes:
+    """Two Content-Length lines: the first covers the row, the second the smuggled request too."""
+    body = ROW + SMUGGLED
+    return predict_request(body, framing=f"Content-Length: {len(ROW)}\r\nContent-Length: {len(body)}\r\n")
+
+
+def identical_cl() -> bytes:
+    """Two Content-Length lines of the same value: one body, nothing smuggled."""
+    return predict_request(ROW, framing=f"Content-Length: {len(ROW)}\r\nContent-Length: {len(ROW)}\r\n")
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]  # names lower-cased
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class Connection:
+    """One client connection; ``tls`` wraps it (with verification) for HTTPS."""
+
+    def __init__(self, host: str, port: int, *, tls: ssl.SSLContext | None = None, timeout: float = 30):
+        sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = tls.wrap_socket(sock, server_hostname=host) if tls else sock
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def read_response(self) -> Response:
+        """The next response (bodies framed by Content-Length, as every server here frames its own)."""
+        while b"\r\n\r\n" not in self.buffer:
+            if not self._fill():
+                raise ConnectionError(f"closed before a response; got {self.buffer[:200]!r}")
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {name.strip().lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}
+        length = int(headers.get("content-length", "0"))
+        while len(self.buffer) < length:
+            if not self._fill():
+                raise ConnectionError("closed inside a response body")
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return Response(int(status_line.split()[1]), headers, body)
+
+    def closed_by_server(self, wait: float = 5) -> bool:
+        """Whether the server closes the connection (with nothing more sent) within ``wait`` s."""
+        self.sock.settimeout(wait)
+        try:
+            return not self.buffer and not self._fill()
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def request(host: str, port: int, data: bytes, **kwargs) -> Response:
+    """One request on a new connection."""
+    with Connection(host, port, **kwargs) as connection:
+        connection.send(data)
+        return connection.read_response()
+
+
+@dataclass
+class SlowClients:
+    """``count`` connections that each send the headers of a ``POST /predict`` with a 100,000-byte
+    body, then one byte of it every ``interval`` s, until ``stop``."""
+
+    host: str
+    port: int
+    count: int = 50
+    interval: float = 0.5
+    length: int = 100_000
+    sockets: list[socket.socket] = field(default_factory=list)
+    sent_bytes: int = 0
+
+    def __post_init__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._trickle, daemon=True)
+
+    def start(self) -> SlowClients:
+        head = (f"POST /predict HTTP/1.1\r\nHost: balancer\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {self.length}\r\n\r\n").encode()
+        for _ in range(self.count):
+            sock = socket.create_connection((self.host, self.port), timeout=10)
+            sock.sendall(head)
+            self.sockets.append(sock)
+        self._thread.start()
+        return self
+
+    def _trickle(self) -> None:
+        while not self._stop.wait(self.interval):
+            for sock in self.sockets:
+                try:
+                    sock.sendall(b" ")
+                except OSError:
+                    pass  # counted by pending(): a closed one is no longer pending
+            self.sent_bytes += 1
+
+    def pending(self) -> int:
+        """How many are still open with no answer: nothing to read on them, not even an EOF."""
+        waiting = 0
+        for sock in self.sockets:
+            sock.setblocking(False)
+            try:
+                sock.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                waiting += 1
+            except OSError:
+                pass
+            finally:
+                sock.setblocking(True)
+        return waiting
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in self.sockets:
+            sock.close()
+
+    def __enter__(self) -> SlowClients:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def smuggling_refused(host: str, port: int, data: bytes, predictions, **kwargs) -> Response:
+    """Send ``data`` (a request framed two ways, with a smuggled prediction after it) and check what
+    every server here must do with it: answer 400 and close the connection, so that nothing after
+    the refused request is read as a request, and serve the next connection as usual.
+    ``predictions()`` counts the successful predictions the replicas answered: it must grow by
+    the follow-up's one alone. Returns the 400."""
+    before = predictions()
+    with Connection(host, port, **kwargs) as connection:
+        connection.send(data)
+        refused = connection.read_response()
+        assert refused.status == 400, (refused.status, refused.body[:300])
+        assert connection.closed_by_server(), "the connection stayed open after a 400 for a malformed request"
+    follow_up = request(host, port, predict_request(), **kwargs)
+    assert follow_up.status == 200 and len(follow_up.json()) == 1, (follow_up.status, follow_up.body[:300])
+    # The count is recorded as the answer ends: wait for the follow-up's, then for no other.
+    counted = wait_for(lambda: (n := predictions()) >= before + 1 and n, 10, "the follow-up counted")
+    assert counted == before + 1, "a smuggled request reached a replica"
+    return refused
+
+
+def timed(call):
+    """``call()``'s result and the seconds it took (printed by the tests, never asserted on)."""
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
