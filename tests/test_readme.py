@@ -16,8 +16,10 @@ tests/test_real_data.py runs that command on a file of the same layout.
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib.util
 import json
+import os
 import re
 import shlex
 import shutil
@@ -35,7 +37,7 @@ import pytest
 from lib.schema import ID_KEY
 from lib.store import ModelStore
 from service.settings import MB, Settings
-from tests.live_server import PROJECT_DIR
+from tests.live_server import PROJECT_DIR, wait_for
 
 README = (PROJECT_DIR / "README.md").read_text()
 #: The address the README's examples use.
@@ -78,7 +80,10 @@ def setup_commands(text: str) -> list[str]:
     return [line for line in code_lines(text) if line.startswith(".venv/bin/python -c ")]
 
 
-COMMANDS = service_commands(README)
+#: The README's section on API keys: its commands need a server with keys on, and run in
+#: test_the_api_keys_section_runs_as_written; every other curl runs against a server without.
+ACCESS_CONTROL = README[README.index("## Access control\n"):README.index("### Rate limits\n")]
+COMMANDS = service_commands(README.replace(ACCESS_CONTROL, ""))
 SETUP = setup_commands(README)
 #: Where the README's commands keep their files.
 README_TMP = "/tmp/"
@@ -395,3 +400,54 @@ def test_the_command_extraction_joins_continued_lines_and_ignores_prose():
     text = ("prose curl localhost:1313/x\n\n    curl -s localhost:1313/a \\\n        -d '{}'\n"
             "    # curl localhost:1313/b\n")
     assert service_commands(text) == ["curl -s localhost:1313/a -d '{}'"]
+
+
+@pytest.mark.server
+@needs_curl
+def test_the_api_keys_section_runs_as_written(start_server, tmp_path):
+    """The section's commands in order, as one reader would type them: make a key, start the server
+    on the file (the test's server stands in for ``./run_api.sh``), call with the key two ways, be
+    refused without it, rotate it. The repository's deploy/keys/ stands for the test's directory."""
+    keys_dir = "deploy/keys/"
+    lines = [line for line in code_lines(ACCESS_CONTROL)
+             if line.startswith((".venv/bin/python", "KEY=", "NEW=", "curl ", "API_KEYS_FILE="))]
+    start = next(i for i, line in enumerate(lines) if line.endswith("./run_api.sh"))
+    compose = next(i for i, line in enumerate(lines) if "docker compose" in line)
+    before, after = lines[:start], lines[start + 1:compose - 1]  # the compose example is the containers'
+
+    def run(script: list[str], env: dict[str, str] | None = None, address: str = "") -> str:
+        text = "\n".join(["set -euo pipefail", *script]).replace(keys_dir, f"{tmp_path}/")
+        done = subprocess.run(["bash", "-c", README_ADDRESS.sub(address, text) if address else text],
+                              cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **(env or {})})
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    key = run([*before, 'echo "$KEY"']).strip()
+    assert key.startswith("bpk_") and key not in (tmp_path / "api-keys").read_text()
+    served = lines[start].split("=", 1)[1].split()[0].replace(keys_dir, f"{tmp_path}/")
+    server = start_server({"API_KEYS_FILE": served}, workers=2)
+    address = server.url.removeprefix("http://")
+    # A newline after each answer (curl prints none), so that each is a line of its own.
+    out = run([line + "; echo" if line.startswith("curl ") else line for line in after] + ['echo "NEW=$NEW"'],
+              {"KEY": key}, address)
+
+    answers = [line for line in out.splitlines() if line.startswith(("[", "{"))]
+    assert json.loads(answers[0])[0]["probability_positiveclass"] == 0.38306861582266416
+    assert json.loads(answers[1])["active_version"]
+    assert "HTTP/1.1 401 Unauthorized" in out and 'WWW-Authenticate: Bearer realm="batch-predict"' in out
+    assert json.loads(answers[2])["error"] == "unauthorized"
+    # The section's own 401 printout matches what the server said.
+    printed = next(line for line in code_lines(ACCESS_CONTROL) if line.startswith('{"error":"unauthorized"'))
+    assert json.loads(printed) == json.loads(answers[2])
+    new = out.rsplit("NEW=", 1)[1].strip()
+    listed = [line.split("\t") for line in out.splitlines() if line.startswith("alice\t")]
+    assert listed == [["alice", hashlib.sha256(new.encode()).hexdigest()[:12]]]
+    # Rotated: within a second or so, every worker takes the new key and refuses the old one.
+    import requests
+
+    def status(value: str) -> int:
+        return requests.get(server.url + "/models", headers={"X-API-Key": value}, timeout=30).status_code
+
+    wait_for(lambda: all(status(key) == 401 for _ in range(6)), 15, "the old key refused")
+    assert all(status(new) == 200 for _ in range(6))
