@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.ndjson_client import OpenStream
 from tests.live_server import wait_for, without_service_settings
+from tests.slow_clients import SLOW_BODY_HEAD, SLOW_HEADER_HEAD, SlowClients, answers_while_slow
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -53,6 +54,7 @@ BIG_EVERY = 5  # one 10,000-row request in every five, the rest single rows
 CLIENTS = 4
 LOAD_DEADLINE_S = 45
 AFTER_KILL_REQUESTS = 40
+SLOW_CONNECTIONS = 50
 
 
 def render(*args, output):
@@ -581,3 +583,18 @@ def test_a_stream_goes_through_nginx_unbuffered_both_ways(cluster, test_rows):
     answers = [json.loads(line) for line in stream.lines]
     assert [answer["id"] for answer in answers] == list(range(100)) * 3
     assert all(len(answer["reasons"]) == 1 for answer in answers)
+
+
+@needs_nginx
+@pytest.mark.server
+@pytest.mark.parametrize(("head", "kind"), [(SLOW_BODY_HEAD, "body"), (SLOW_HEADER_HEAD, "headers")])
+def test_fifty_slow_connections_to_nginx_leave_health_and_predict_answering(cluster, head, kind):
+    # nginx reads a body whole before it picks a replica, and a head before that: the slow
+    # connections wait on nginx, and the replicas' single workers stay free.
+    port = int(cluster["url"].rsplit(":", 1)[1])
+    with SlowClients(port, SLOW_CONNECTIONS, head) as slow:
+        slow.wait_accepted()
+        latencies = answers_while_slow(cluster["url"], slow)
+        assert slow.answered() == 0
+    print(f"\n{SLOW_CONNECTIONS} connections trickling their {kind}, through nginx (3 one-worker replicas): "
+          + ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in latencies.items()))
