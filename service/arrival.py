@@ -19,6 +19,8 @@ before (400, 431, 501...). A request is ready when:
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from gunicorn.http.body import ChunkedReader, LengthReader
 from gunicorn.http.errors import NoMoreData
 from gunicorn.http.message import Request
@@ -27,6 +29,8 @@ from gunicorn.http.unreader import IterUnreader
 from service.readers import streamed_media_types
 
 STREAMED = streamed_media_types()
+#: Headers (lower case) after which only gunicorn's parse tells when the request is ready.
+_READ_CHANGING = frozenset({b"transfer-encoding", b"expect"})
 
 
 def head_limit(cfg) -> int:
@@ -46,7 +50,6 @@ class Arrival:
         self.addr = addr
         self.buffer_bytes = buffer_bytes
         self.max_body_bytes = max_body_bytes
-        self.head_limit = head_limit(cfg)
         self.data = bytearray()
         #: Set once the head is parsed: the request's method, path and headers (upper-case names).
         self.method = self.path = ""
@@ -56,6 +59,11 @@ class Arrival:
         self._body_start: int | None = None
         self._length: int | None = None  # Content-Length; None for a chunked body
         self._parsed_at = 0  # len(data) when a chunked body was last parsed
+
+    @cached_property
+    def head_limit(self) -> int:
+        """The most bytes of a head gunicorn takes (``head_limit``)."""
+        return head_limit(self.cfg)
 
     def add(self, data: bytes) -> bool:
         """Take the bytes just received; True when the connection is ready to be served."""
@@ -74,6 +82,8 @@ class Arrival:
         return Request(self.cfg, IterUnreader([bytes(self.data)]), self.addr)
 
     def _head_done(self) -> bool:
+        if self._whole_at_a_glance():
+            return True
         try:
             request = self._parse()
         except (NoMoreData, StopIteration):  # the head is not all in yet
@@ -84,8 +94,7 @@ class Arrival:
         self.expects_continue = bool(getattr(request, "_expected_100_continue", False))
         held = len(request.unreader.buf.getvalue())
         self._body_start = len(self.data) - held
-        mimetype = (self.header("CONTENT-TYPE") or "").split(";", 1)[0].strip().lower()
-        if request.method == "POST" and mimetype in STREAMED:
+        if request.method == "POST" and _media_type(self.header("CONTENT-TYPE") or "") in STREAMED:
             return True
         reader = request.body.reader
         if isinstance(reader, LengthReader):
@@ -93,6 +102,31 @@ class Arrival:
         elif not isinstance(reader, ChunkedReader):  # pragma: no cover - gunicorn gives requests no other
             return True
         return self._body_done(self._body_start)
+
+    def _whole_at_a_glance(self) -> bool:
+        """A shortcut for the common request, cheaper than a parse: the head is in, it has at most
+        one Content-Length (all digits), no Transfer-Encoding or Expect, no streamed Content-Type,
+        and that many body bytes follow. It only ever
+        says "ready": gunicorn then parses the request in full as always, and whatever else (or a
+        request that only looks this way to a glance) goes through ``_parse`` here first."""
+        end = self.data.find(b"\r\n\r\n")
+        if end < 0 or self.cfg.proxy_protocol != "off":
+            return False
+        length = 0
+        seen = False
+        for line in bytes(self.data[:end]).split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.lower()
+            if name in _READ_CHANGING or (name == b"content-length" and seen):
+                return False
+            if name == b"content-type" and _media_type(value) in STREAMED:
+                return False
+            if name == b"content-length":
+                value = value.strip(b" \t")
+                if not value.isdigit():
+                    return False
+                seen, length = True, int(value)
+        return len(self.data) - end - 4 >= length and length <= self.max_body_bytes
 
     def _body_done(self, before: int) -> bool:
         received = len(self.data) - self._body_start
@@ -125,3 +159,10 @@ class Arrival:
         except Exception:  # malformed: handed over for gunicorn to refuse
             return True
         return True
+
+
+def _media_type(value: str | bytes) -> str:
+    """A Content-Type value without its parameters, in lower case (as werkzeug's ``mimetype``)."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return value.split(";", 1)[0].strip().lower()

@@ -91,6 +91,7 @@ class Connection:
     started: float = field(default_factory=time.perf_counter)
     continue_sent: bool = False
     closing: bool = False
+    registered: bool = False  # in the worker's selector
 
 
 class BufferedWorker(SyncWorker):
@@ -165,8 +166,10 @@ class BufferedWorker(SyncWorker):
         arrival = Arrival(self.cfg, addr, limits.buffer_bytes, limits.max_body_bytes)
         connection = Connection(sock, addr, listener, arrival, time.monotonic() + limits.read_timeout)
         self.connections[sock.fileno()] = connection
-        self.selector.register(sock, selectors.EVENT_READ, connection)
-        self._receive(connection)  # the request often came with the connection
+        self._receive(connection)  # the request often came with the connection: then no selector
+        if self._still_arriving(connection):
+            self.selector.register(sock, selectors.EVENT_READ, connection)
+            connection.registered = True
 
     def _receive(self, connection: Connection) -> None:
         try:
@@ -254,7 +257,8 @@ class BufferedWorker(SyncWorker):
         return self.connections.get(connection.sock.fileno()) is connection and not connection.closing
 
     def _forget(self, connection: Connection) -> None:
-        self.selector.unregister(connection.sock)
+        if connection.registered:
+            self.selector.unregister(connection.sock)
         del self.connections[connection.sock.fileno()]
 
     def _close(self, connection: Connection) -> None:

@@ -285,6 +285,13 @@ def test_arrival_waits_for_the_head_and_the_body_of_its_content_length():
     assert feed([b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"]) == [True]
 
 
+def test_arrival_waits_for_the_body_a_client_announced_with_expect_100_continue():
+    it = arrival()
+    assert not it.add(post_head(10, extra="Expect: 100-continue\r\n"))
+    assert it.expects_continue
+    assert it.add(b"[{}, {}, 1]"[:10])
+
+
 def test_arrival_waits_for_the_last_chunk_of_a_chunked_body():
     head = b"POST /predict HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
     assert feed([head, b"2\r\n[]\r\n", b"0\r\n", b"\r\n"]) == [False, False, False, True]
