@@ -23,6 +23,7 @@ from gunicorn.config import Config
 
 from service.access_log import FIELDS
 from service.arrival import Arrival
+from service.settings import Settings
 from tests.live_server import LiveServer, accepted, wait_for
 from tests.slow_clients import ROW_BODY, SLOW_BODY_HEAD, SLOW_HEADER_HEAD, SlowClients, answers_while_slow
 
@@ -325,3 +326,10 @@ def test_arrival_hands_over_a_head_too_long_for_gunicorn_before_it_ends():
     while not it.add(b"X-A: b\r\n" * 1000):
         assert len(it.data) <= it.head_limit
     assert len(it.data) > it.head_limit
+
+
+@pytest.mark.parametrize("name", ["client_read_timeout", "client_idle_seconds", "client_buffer_mb",
+                                  "client_max_pending"])
+def test_client_settings_below_one_are_refused_naming_the_variable(name):
+    with pytest.raises(SystemExit, match=name.upper()):
+        Settings(**{name: 0}).validate()
