@@ -34,7 +34,7 @@ from service.model_pages import model_blueprint
 from service.model_switch import EXTENSION, ModelSwitch
 from service.openapi import openapi_document
 from service.predictor import PHASES, Predictor
-from service.request_cycle import REQUEST_ID_HEADER, Recorder, request_id
+from service.request_cycle import RECORDER_EXTENSION, REQUEST_ID_HEADER, Recorder, request_id
 from service.settings import Settings
 
 log = logging.getLogger("predict")
@@ -104,6 +104,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False)
     # gunicorn.conf.py's post_worker_init starts the pointer watch in each worker.
     app.extensions[EXTENSION] = models
+    # service/buffered_worker.py records the requests it answers before they reach the app.
+    app.extensions[RECORDER_EXTENSION] = recorder
 
     @app.before_request
     def start_request() -> None:

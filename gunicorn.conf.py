@@ -11,7 +11,7 @@ import tempfile
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="predict-metrics-")
 
-from service import drain, one_write_response, streaming  # noqa: E402 - after the variable above
+from service import buffered_worker, drain, one_write_response, streaming  # noqa: E402 - after the variable above
 from service.settings import Settings  # noqa: E402
 
 _settings = Settings.from_env()
@@ -25,9 +25,11 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 wsgi_app = "flaskapp:create_app()"
 bind = _settings.bind_address
-# Sync workers, one per CPU: scoring is CPU-bound, so more workers than cores only queue.
+# Synchronous workers, one per CPU: scoring is CPU-bound, so more workers than cores only queue.
 workers = _settings.web_concurrency
-worker_class = "sync"
+# gunicorn's sync worker, but a request is received without blocking before it is served: a slow
+# or idle client holds no worker (service/buffered_worker.py, the CLIENT_* settings).
+worker_class = buffered_worker.configured(_settings)
 # Load the artifacts once in the master; workers inherit them by fork (copy-on-write).
 preload_app = True
 # Sized for the largest allowed batch (100,000 rows, 170-260 MB of JSON) with room to spare.

@@ -26,15 +26,20 @@ class DeadlineError(ServiceError):
     """A request ran past its time budget; raised from SIGALRM by ``deadline``."""
 
 
+class ClientTimeoutError(ServiceError):
+    """The client stopped sending the body of a request before its end (CLIENT_IDLE_SECONDS)."""
+
+
 ERROR_STATUS = {
     PayloadError: 400,
+    ClientTimeoutError: 408,
     LimitError: 413,
     UnsupportedMediaError: 415,
     InputError: 422,
     ArtifactError: 503,
     DeadlineError: 504,
 }
-ERROR_CODES = {400: "bad_request", 413: "too_large", 415: "unsupported_media_type",
+ERROR_CODES = {400: "bad_request", 408: "request_timeout", 413: "too_large", 415: "unsupported_media_type",
                422: "invalid_rows", 503: "not_ready", 504: "deadline_exceeded"}
 UNEXPECTED_MESSAGE = "internal server error; the request id identifies it in the logs"
 

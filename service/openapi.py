@@ -428,6 +428,8 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
                     "STREAM_MAX_BODY_MB, STREAM_TIMEOUT, a stalled client) ends with a StreamEnd line")}},
             }},
             "400": _error("malformed JSON or CSV, not Arrow or Parquet, wrong shape, no rows, bad query parameter"),
+            "408": _error("the request did not arrive within CLIENT_READ_TIMEOUT, or its body stopped for "
+                          "CLIENT_IDLE_SECONDS"),
             "413": _error("body or row count over the limit"),
             "415": _error("the body is in none of the accepted formats"),
             "422": _error("invalid rows (every one listed, up to a cap); nothing scored"),

@@ -23,11 +23,14 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from lib.errors import PayloadError
 from service.access_log import AccessLog
-from service.errors import DeadlineError
+from service.errors import ClientTimeoutError, DeadlineError
 from service.metrics import Metrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
 MODEL_VERSION_HEADER = "X-Model-Version"
+#: The key of the app's ``Recorder`` in ``app.extensions``: service/buffered_worker.py records
+#: with it the requests it answers itself (408, 503) before they reach the app.
+RECORDER_EXTENSION = "predict.recorder"
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -73,7 +76,8 @@ def _expire(signum, frame) -> None:
 
 
 def read_body(request: Request, max_bytes: int) -> bytes | bytearray:
-    """The whole request body, refused when it is over ``max_bytes`` or shorter than announced.
+    """The whole request body, refused when it is over ``max_bytes`` or shorter than announced,
+    or when the client stops sending it (the socket's read timeout, service/buffered_socket.py).
 
     An announced length over ``max_bytes`` is refused before a byte is read, a chunked body as
     soon as it passes the limit. Under gunicorn a body of known length is received into one
@@ -81,6 +85,13 @@ def read_body(request: Request, max_bytes: int) -> bytes | bytearray:
     (``ArrivingBody``) and joined once: werkzeug's stream reads in small steps, for each of which
     gunicorn copies what it holds ahead, which cost a 10 MB body several milliseconds.
     """
+    try:
+        return _read_body(request, max_bytes)
+    except TimeoutError as exc:
+        raise ClientTimeoutError(f"the body stopped arriving before its end: {exc}") from None
+
+
+def _read_body(request: Request, max_bytes: int) -> bytes | bytearray:
     announced = request.content_length
     if announced is not None and announced > max_bytes:
         raise RequestEntityTooLarge()
@@ -183,7 +194,7 @@ class ArrivingBody:
         and the socket stays quiet, but for the CRLF that ends a chunk of chunked encoding
         (gunicorn reads it with the next chunk's size). Always False without a socket (a test
         client's body is all there)."""
-        if self.sock is None:
+        if self.sock is None or getattr(self.sock, "held", 0):  # bytes the worker received ahead
             return False
         unreader = getattr(getattr(self.input, "reader", None), "unreader", None)
         if unreader is not None:

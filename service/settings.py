@@ -66,6 +66,14 @@ class Settings:
     # path and everything under it, comma-separated).
     api_keys_file: Path | None = None
     api_keys_paths: str = DEFAULT_KEY_PATHS
+    # Slow clients (service/buffered_worker.py): seconds a connection has to deliver its request
+    # (head and body, or CLIENT_BUFFER_MB of a larger body) before a 408, while no worker waits on
+    # it; seconds a worker then waits for each further piece of a larger body; MB of a body
+    # received before a worker takes over; connections each worker receives at once.
+    client_read_timeout: int = 30
+    client_idle_seconds: int = 5
+    client_buffer_mb: int = 1
+    client_max_pending: int = 100
     log_level: str = "info"
     # Off only to measure what observability costs (bench/overhead.py).
     metrics_enabled: bool = True
@@ -75,6 +83,11 @@ class Settings:
     def max_body_bytes(self) -> int:
         """Largest accepted request body in bytes."""
         return self.max_body_mb * MB
+
+    @property
+    def client_buffer_bytes(self) -> int:
+        """Body bytes the worker receives itself before a request goes to its synchronous handling."""
+        return self.client_buffer_mb * MB
 
     @property
     def deadline_seconds(self) -> float:
@@ -134,7 +147,8 @@ class Settings:
     def validate(self) -> None:
         """Refuse nonsensical values with a message naming the variable."""
         for name in ("web_concurrency", "gunicorn_timeout", "max_rows", "max_body_mb", "max_listed_errors",
-                     "stream_timeout", "stream_idle_seconds", "stream_chunk_rows"):
+                     "stream_timeout", "stream_idle_seconds", "stream_chunk_rows", "client_read_timeout",
+                     "client_idle_seconds", "client_buffer_mb", "client_max_pending"):
             if getattr(self, name) < 1:
                 raise SystemExit(f"{name.upper()} must be at least 1, got {getattr(self, name)}")
         if self.stream_max_body_mb < 0:

@@ -30,6 +30,7 @@ from bench.ndjson_client import OpenStream
 from tests import raw_http
 from tests.balancer_checks import admitted_until_limited, check_limited, check_own_budgets, self_signed
 from tests.live_server import successful_predictions, wait_for, without_service_settings
+from tests.slow_clients import SLOW_BODY_HEAD, SLOW_HEADER_HEAD, SlowClients, answers_while_slow
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -52,6 +53,7 @@ BIG_EVERY = 5  # one 10,000-row request in every five, the rest single rows
 CLIENTS = 4
 LOAD_DEADLINE_S = 45
 AFTER_KILL_REQUESTS = 40
+SLOW_CONNECTIONS = 50
 
 
 def render(*args, output):
@@ -683,22 +685,6 @@ def test_nginx_refuses_a_request_framed_two_ways(cluster, framing):
 
 @needs_nginx
 @pytest.mark.server
-def test_nginx_answers_while_50_clients_trickle_their_bodies(cluster):
-    with raw_http.SlowClients("127.0.0.1", cluster["port"], count=50) as slow:
-        wait_for(lambda: slow.sent_bytes >= 2, 10, "the slow clients sending their bodies")
-        health, health_s = raw_http.timed(lambda: requests.get(f"{cluster['url']}/health", timeout=30))
-        predicted, predict_s = raw_http.timed(lambda: requests.post(
-            f"{cluster['url']}/predict", data=raw_http.ROW, headers={"Content-Type": "application/json"}, timeout=30))
-        still_pending = slow.pending()
-    assert health.status_code == 200 and predicted.status_code == 200 and len(predicted.json()) == 1
-    # Answered while every slow client was still sending: nginx buffers their bodies, no replica waits.
-    assert still_pending == 50
-    print(f"\n[nginx] with 50 slow clients: /health {health_s * 1000:.0f} ms, "
-          f"one-row /predict {predict_s * 1000:.0f} ms")
-
-
-@needs_nginx
-@pytest.mark.server
 def test_nginx_limits_each_address(model_dir, tmp_path):
     env = {"RATE_LIMIT_RPS": "1", "RATE_LIMIT_BURST": "9"}
     with started_cluster(model_dir, tmp_path, replicas=1, env=env) as limited:
@@ -731,3 +717,18 @@ def test_nginx_limits_each_key_and_logs_none(model_dir, tmp_path):
         logs = "".join(path.read_text() for path in limited["run_dir"].glob("nginx*.log"))
     assert logs and not any(secret in logs for secret in secrets)
     print(f"\n[nginx] per key, RATE_LIMIT_RPS=1 RATE_LIMIT_BURST=9: {admitted} then {again} admitted")
+
+
+@needs_nginx
+@pytest.mark.server
+@pytest.mark.parametrize(("head", "kind"), [(SLOW_BODY_HEAD, "body"), (SLOW_HEADER_HEAD, "headers")])
+def test_fifty_slow_connections_to_nginx_leave_health_and_predict_answering(cluster, head, kind):
+    # nginx reads a body whole before it picks a replica, and a head before that: the slow
+    # connections wait on nginx, and the replicas' single workers stay free.
+    port = int(cluster["url"].rsplit(":", 1)[1])
+    with SlowClients(port, SLOW_CONNECTIONS, head) as slow:
+        slow.wait_accepted()
+        latencies = answers_while_slow(cluster["url"], slow)
+        assert slow.answered() == 0
+    print(f"\n{SLOW_CONNECTIONS} connections trickling their {kind}, through nginx (3 one-worker replicas): "
+          + ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in latencies.items()))

@@ -55,3 +55,10 @@ def accepted_names(media_type: str) -> frozenset[str]:
 def media_types() -> list[str]:
     """The registered media types (JSON columns is JSON with ``?input=columns``)."""
     return [media_type for media_type in READERS if media_type != JSON_COLUMNS]
+
+
+def streamed_media_types() -> frozenset[str]:
+    """Every Content-Type value (lower case, without parameters) of a format read while its body
+    arrives (``streamed = True``): such a request must reach its reader before its body ends."""
+    return frozenset().union(*(accepted_names(media_type) for media_type, reader in READERS.items()
+                               if getattr(reader, "streamed", False)))

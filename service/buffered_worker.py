@@ -1,0 +1,287 @@
+"""A gunicorn worker that receives requests without blocking and serves them synchronously.
+
+Why: gunicorn's sync worker accepts a connection and then blocks reading it. Three connections
+that sent their headers and then trickled their bodies held both sync workers of a two-core
+server, and ``/health`` went unanswered for 20 s; the hold lasted until the 240 s request
+deadline. Neither a Kubernetes Service nor a TCP balancer buffers requests, so any client could
+do that to a replica.
+
+How: this worker keeps the connections it accepted in a selector, with the listening sockets,
+and receives their bytes as they come, without blocking, into one buffer per connection. Only
+when ``service.arrival.Arrival`` says a request is ready (whole, a stream, larger than
+CLIENT_BUFFER_MB, or refused by gunicorn's parser) does the worker hand it to gunicorn's usual
+synchronous handling (``SyncWorker.handle``), through a socket that serves the bytes held first
+(``service.buffered_socket.HeldSocket``). What the worker then waits for is bounded too: the rest
+of a larger body, CLIENT_IDLE_SECONDS per piece. So a slow or idle upload costs no worker time
+until its request is in, and a few seconds at most after that.
+
+- A connection whose request is not ready within CLIENT_READ_TIMEOUT of its accept gets a JSON
+  408 with ``Connection: close``, an access line and a count in ``http_requests_total``
+  (endpoint ``unread``).
+- Each worker receives at most CLIENT_MAX_PENDING connections at once; beyond that it stops
+  accepting and the rest wait in the listen backlog (bounded memory: about CLIENT_BUFFER_MB each).
+- A stream (NDJSON) is handed over as soon as its head is in: it holds a worker by design, its
+  waits bounded by STREAM_IDLE_SECONDS (service/streaming.py).
+- As in the sync worker: one request per connection (``Connection: close``), the heartbeat at
+  least every half GUNICORN_TIMEOUT, ``max_requests``, the parent check, and gunicorn's hooks
+  and signals. At a graceful stop the worker stops accepting, serves what is ready, and gives the
+  connections still arriving half of GRACEFUL_TIMEOUT; those not in by then get a JSON 503.
+- TLS terminated by gunicorn itself is not received this way: with ``certfile`` set the worker
+  runs as the plain sync worker.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+import orjson
+from gunicorn import util
+from gunicorn.workers.sync import SyncWorker
+
+from service.arrival import Arrival
+from service.buffered_socket import CONTINUE, HeldSocket
+from service.errors import error_payload
+from service.request_cycle import RECORDER_EXTENSION, request_id
+from service.settings import Settings
+
+#: The metrics label (``endpoint``) of requests the worker answered before they were read whole.
+UNREAD_ENDPOINT = "unread"
+#: How long a connection answered 408 or 503 is read (and its bytes dropped) before it is closed,
+#: so that closing it with unread bytes does not reset it before the client has read the answer.
+CLOSE_LINGER_SECONDS = 2.0
+RECEIVE_BYTES = 64 * 1024
+
+_LISTENER = object()
+_WAKE = object()
+_SENT_BACK = (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK)
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    """What the worker allows a client (service/settings.py: CLIENT_*, MAX_BODY_MB)."""
+
+    read_timeout: float
+    idle_seconds: float
+    buffer_bytes: int
+    max_pending: int
+    max_body_bytes: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> ClientLimits:
+        return cls(settings.client_read_timeout, settings.client_idle_seconds, settings.client_buffer_bytes,
+                   settings.client_max_pending, settings.max_body_bytes)
+
+
+@dataclass(eq=False)
+class Connection:
+    """An accepted connection whose request is still arriving (or, ``closing``, being closed)."""
+
+    sock: socket.socket
+    addr: object
+    listener: object
+    arrival: Arrival
+    deadline: float
+    started: float = field(default_factory=time.perf_counter)
+    continue_sent: bool = False
+    closing: bool = False
+    registered: bool = False  # in the worker's selector
+
+
+class BufferedWorker(SyncWorker):
+    """gunicorn's sync worker, but requests are received without blocking before being served."""
+
+    limits = ClientLimits.of(Settings())
+
+    def run(self):
+        if self.cfg.is_ssl:
+            self.log.warning("TLS in gunicorn: requests are read by the plain sync worker")
+            return super().run()
+        for listener in self.sockets:
+            listener.setblocking(False)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.PIPE[0], selectors.EVENT_READ, _WAKE)
+        self.connections: dict[int, Connection] = {}  # by file descriptor
+        self.ready: deque[Connection] = deque()
+        self.listening = False
+        self.accepted = False
+        self.recorder = getattr(self.wsgi, "extensions", {}).get(RECORDER_EXTENSION)
+        try:
+            while self.alive and self.is_parent_alive():
+                self._listen(len(self.connections) + len(self.ready) < self.limits.max_pending)
+                self._turn()
+            self._stop()
+        finally:
+            self.selector.close()
+
+    def _turn(self, until: float | None = None) -> None:
+        """Wait for something to do, do it. gunicorn passes half its timeout as ``self.timeout``:
+        the heartbeat is sent at least that often."""
+        self.notify()
+        deadlines = [c.deadline for c in self.connections.values()] + ([until] if until is not None else [])
+        wait = self.timeout or 0.5
+        if deadlines:
+            wait = min(wait, max(0.0, min(deadlines) - time.monotonic()))
+        if self.accepted:  # a connection may still wait in the backlog: look again at once
+            wait, self.accepted = 0, False
+        for key, _ in self.selector.select(wait):
+            if key.data is _LISTENER:
+                self._accept(key.fileobj)
+            elif key.data is _WAKE:
+                _drain_pipe(self.PIPE[0])
+            else:
+                self._receive(key.data)
+        self._expire()
+        while self.ready:
+            self.notify()
+            self._serve(self.ready.popleft())
+
+    def _listen(self, on: bool) -> None:
+        if on != self.listening:
+            for listener in self.sockets:
+                if on:
+                    self.selector.register(listener, selectors.EVENT_READ, _LISTENER)
+                else:
+                    self.selector.unregister(listener)
+            self.listening = on
+
+    def _accept(self, listener) -> None:
+        """Accept one connection (the other workers take the next ones) and read what it sent."""
+        try:
+            sock, addr = listener.accept()
+        except OSError as exc:
+            if exc.errno in _SENT_BACK:
+                return
+            raise
+        self.accepted = True
+        sock.setblocking(False)
+        util.close_on_exec(sock)
+        limits = self.limits
+        arrival = Arrival(self.cfg, addr, limits.buffer_bytes, limits.max_body_bytes)
+        connection = Connection(sock, addr, listener, arrival, time.monotonic() + limits.read_timeout)
+        self.connections[sock.fileno()] = connection
+        self._receive(connection)  # the request often came with the connection: then no selector
+        if self._still_arriving(connection):
+            self.selector.register(sock, selectors.EVENT_READ, connection)
+            connection.registered = True
+
+    def _receive(self, connection: Connection) -> None:
+        try:
+            data = connection.sock.recv(RECEIVE_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = None  # reset by the client
+        if connection.closing:
+            if not data:
+                self._close(connection)
+            return
+        if not data:
+            # Gone. What it sent goes to gunicorn as it would have: a cut request is refused there.
+            if data is not None and connection.arrival.data:
+                self._hand_over(connection)
+            else:
+                self._close(connection)
+        elif connection.arrival.add(data):
+            self._hand_over(connection)
+        elif connection.arrival.expects_continue and not connection.continue_sent:
+            connection.continue_sent = True
+            _send(connection.sock, CONTINUE)
+
+    def _hand_over(self, connection: Connection) -> None:
+        self._forget(connection)
+        self.ready.append(connection)
+
+    def _serve(self, connection: Connection) -> None:
+        """gunicorn's synchronous handling of a ready request (it closes the connection)."""
+        sock = connection.sock
+        sock.setblocking(True)
+        held = HeldSocket(sock, bytes(connection.arrival.data), self.limits.idle_seconds, connection.continue_sent)
+        self.handle(connection.listener, held, connection.addr)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for connection in [c for c in self.connections.values() if c.deadline <= now]:
+            if connection.closing:
+                self._close(connection)
+                continue
+            self._receive(connection)  # what came while the worker was busy counts
+            if self._still_arriving(connection):
+                self._answer(connection, 408, f"the request did not arrive within {self.limits.read_timeout:g} s "
+                                              "(CLIENT_READ_TIMEOUT)")
+
+    def _stop(self) -> None:
+        """The graceful stop: no more accepts; serve what arrives within half of GRACEFUL_TIMEOUT."""
+        self._listen(False)
+        stop_by = time.monotonic() + self.cfg.graceful_timeout / 2
+        while (any(not c.closing for c in self.connections.values()) and time.monotonic() < stop_by
+               and self.is_parent_alive()):
+            self._turn(until=stop_by)
+        for connection in list(self.connections.values()):
+            if connection.closing:
+                self._close(connection)
+            else:
+                self._answer(connection, 503, "the server stopped before the request arrived whole; send it again",
+                             linger=False)
+
+    def _answer(self, connection: Connection, status: int, message: str, linger: bool = True) -> None:
+        """Answer a request that did not arrive whole with a JSON error, record it, and close."""
+        arrival = connection.arrival
+        rid = request_id(arrival.header("X-REQUEST-ID"))
+        body = orjson.dumps(error_payload(status, message))
+        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nConnection: close\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nX-Request-ID: {rid}\r\n"
+                "X-Content-Type-Options: nosniff\r\n\r\n")
+        sent = _send(connection.sock, head.encode("latin-1") + body)
+        if self.recorder is not None:
+            self.recorder.record(rid, connection.started, arrival.method, arrival.path, UNREAD_ENDPOINT, status,
+                                 len(arrival.data), sent)
+        if not linger:
+            self._close(connection)
+            return
+        try:
+            connection.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(connection)
+            return
+        connection.closing = True
+        connection.deadline = time.monotonic() + CLOSE_LINGER_SECONDS
+
+    def _still_arriving(self, connection: Connection) -> bool:
+        return self.connections.get(connection.sock.fileno()) is connection and not connection.closing
+
+    def _forget(self, connection: Connection) -> None:
+        if connection.registered:
+            self.selector.unregister(connection.sock)
+        del self.connections[connection.sock.fileno()]
+
+    def _close(self, connection: Connection) -> None:
+        self._forget(connection)
+        connection.sock.close()
+
+
+def _send(sock: socket.socket, data: bytes) -> int:
+    """Send what the socket takes now (an answer of a few hundred bytes: all of it); bytes sent."""
+    try:
+        return sock.send(data)
+    except OSError:
+        return 0
+
+
+def _drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except OSError:  # empty (non-blocking)
+        pass
+
+
+def configured(settings: Settings) -> type[BufferedWorker]:
+    """The worker class with ``settings``' limits (gunicorn.conf.py's ``worker_class``)."""
+    return type("BufferedWorker", (BufferedWorker,), {"limits": ClientLimits.of(settings)})
