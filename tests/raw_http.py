@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.live_server import wait_for
@@ -115,70 +113,6 @@ def request(host: str, port: int, data: bytes, **kwargs) -> Response:
         return connection.read_response()
 
 
-@dataclass
-class SlowClients:
-    """``count`` connections that each send the headers of a ``POST /predict`` with a 100,000-byte
-    body, then one byte of it every ``interval`` s, until ``stop``."""
-
-    host: str
-    port: int
-    count: int = 50
-    interval: float = 0.5
-    length: int = 100_000
-    sockets: list[socket.socket] = field(default_factory=list)
-    sent_bytes: int = 0
-
-    def __post_init__(self):
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._trickle, daemon=True)
-
-    def start(self) -> SlowClients:
-        head = (f"POST /predict HTTP/1.1\r\nHost: balancer\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {self.length}\r\n\r\n").encode()
-        for _ in range(self.count):
-            sock = socket.create_connection((self.host, self.port), timeout=10)
-            sock.sendall(head)
-            self.sockets.append(sock)
-        self._thread.start()
-        return self
-
-    def _trickle(self) -> None:
-        while not self._stop.wait(self.interval):
-            for sock in self.sockets:
-                try:
-                    sock.sendall(b" ")
-                except OSError:
-                    pass  # counted by pending(): a closed one is no longer pending
-            self.sent_bytes += 1
-
-    def pending(self) -> int:
-        """How many are still open with no answer: nothing to read on them, not even an EOF."""
-        waiting = 0
-        for sock in self.sockets:
-            sock.setblocking(False)
-            try:
-                sock.recv(1, socket.MSG_PEEK)
-            except BlockingIOError:
-                waiting += 1
-            except OSError:
-                pass
-            finally:
-                sock.setblocking(True)
-        return waiting
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for sock in self.sockets:
-            sock.close()
-
-    def __enter__(self) -> SlowClients:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-
 def smuggling_refused(host: str, port: int, data: bytes, predictions, **kwargs) -> Response:
     """Send ``data`` (a request framed two ways, with a smuggled prediction after it) and check what
     every server here must do with it: answer 400 and close the connection, so that nothing after
@@ -198,9 +132,3 @@ def smuggling_refused(host: str, port: int, data: bytes, predictions, **kwargs) 
     assert counted == before + 1, "a smuggled request reached a replica"
     return refused
 
-
-def timed(call):
-    """``call()``'s result and the seconds it took (printed by the tests, never asserted on)."""
-    started = time.monotonic()
-    result = call()
-    return result, time.monotonic() - started

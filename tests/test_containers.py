@@ -27,6 +27,7 @@ from tests import forms, raw_http
 from tests.balancer_checks import admitted_until_limited, check_limited, check_own_budgets, self_signed
 from tests.forms import outcomes
 from tests.live_server import PROJECT_DIR, wait_for
+from tests.slow_clients import SLOW_BODY_HEAD, SlowClients, answers_while_slow
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -445,16 +446,10 @@ def test_haproxy_serves_https_refuses_smuggling_and_outlasts_slow_clients(stack,
     assert up.predictions() == before + 2
 
     # 50 clients trickling their bodies hold no replica: HAProxy buffers a body before it picks one.
-    with raw_http.SlowClients(host, port, count=50) as slow:
-        wait_for(lambda: slow.sent_bytes >= 2, 10, "the slow clients sending their bodies")
-        health, health_s = raw_http.timed(lambda: requests.get(up.url + "/health", timeout=30))
-        predicted, predict_s = raw_http.timed(lambda: requests.post(
-            up.url + "/predict", data=raw_http.ROW, headers={"Content-Type": "application/json"}, timeout=30))
-        still_pending = slow.pending()
-    assert health.status_code == 200 and predicted.status_code == 200 and len(predicted.json()) == 1
-    assert still_pending == 50
-    print(f"\n[docker] HAProxy with 50 slow clients: /health {health_s * 1000:.0f} ms, "
-          f"one-row /predict {predict_s * 1000:.0f} ms")
+    with SlowClients(port, 50, SLOW_BODY_HEAD) as slow:
+        latencies = answers_while_slow(up.url, slow)
+    print("\n[docker] HAProxy with 50 slow clients: " + ", ".join(
+        f"{name} {seconds * 1000:.0f} ms" for name, seconds in latencies.items()))
 
 
 def test_haproxy_tls_only_and_rate_limit_per_address(stack, tmp_path):
