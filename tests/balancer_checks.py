@@ -45,7 +45,10 @@ def check_own_budgets(url, first, second, verify=True):
     check_limited(refused)
     again, refused = admitted_until_limited(url, second, verify=verify, path="/health")
     check_limited(refused)
-    assert again >= admitted > 0, (admitted, again)
+    # A budget of its own admits RATE_LIMIT_RPS + RATE_LIMIT_BURST (the tests use 1 + 9) before the
+    # first 429, more if the requests are slow; a budget shared with ``first``, just exhausted,
+    # admits none or the one or two that its window freed meanwhile.
+    assert admitted > 0 and again >= 5, (admitted, again)
     return admitted, again
 
 
