@@ -57,6 +57,11 @@ UNREAD_ENDPOINT = "unread"
 #: so that closing it with unread bytes does not reset it before the client has read the answer.
 CLOSE_LINGER_SECONDS = 2.0
 RECEIVE_BYTES = 64 * 1024
+#: TCP_DEFER_ACCEPT: how long the kernel holds a connection that has sent nothing before it lets
+#: the worker accept it anyway (then CLIENT_READ_TIMEOUT runs from there).
+DEFER_ACCEPT_SECONDS = 1
+#: Connections accepted (and, when whole, served) in a row before the worker looks at the others.
+ACCEPTS_PER_TURN = 16
 
 _LISTENER = object()
 _WAKE = object()
@@ -105,12 +110,12 @@ class BufferedWorker(SyncWorker):
             return super().run()
         for listener in self.sockets:
             listener.setblocking(False)
+            _defer_accept(listener)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.PIPE[0], selectors.EVENT_READ, _WAKE)
         self.connections: dict[int, Connection] = {}  # by file descriptor
         self.ready: deque[Connection] = deque()
         self.listening = False
-        self.accepted = False
         self.recorder = getattr(self.wsgi, "extensions", {}).get(RECORDER_EXTENSION)
         try:
             while self.alive and self.is_parent_alive():
@@ -128,11 +133,9 @@ class BufferedWorker(SyncWorker):
         wait = self.timeout or 0.5
         if deadlines:
             wait = min(wait, max(0.0, min(deadlines) - time.monotonic()))
-        if self.accepted:  # a connection may still wait in the backlog: look again at once
-            wait, self.accepted = 0, False
         for key, _ in self.selector.select(wait):
             if key.data is _LISTENER:
-                self._accept(key.fileobj)
+                self._accept_and_serve(key.fileobj)
             elif key.data is _WAKE:
                 _drain_pipe(self.PIPE[0])
             else:
@@ -151,15 +154,26 @@ class BufferedWorker(SyncWorker):
                     self.selector.unregister(listener)
             self.listening = on
 
-    def _accept(self, listener) -> None:
-        """Accept one connection (the other workers take the next ones) and read what it sent."""
+    def _accept_and_serve(self, listener) -> None:
+        """Accept connections while some wait (the other workers race for them too), serving at once
+        each request that came whole with its connection, as the sync worker accepts and serves in
+        one loop: no turn through the selector per request. At most ACCEPTS_PER_TURN, so that the
+        connections still arriving are read and timed out between two runs."""
+        for _ in range(ACCEPTS_PER_TURN):
+            if not (self.alive and len(self.connections) < self.limits.max_pending and self._accept(listener)):
+                return
+            while self.ready:
+                self.notify()
+                self._serve(self.ready.popleft())
+
+    def _accept(self, listener) -> bool:
+        """Accept one connection and read what it sent; False when none was waiting."""
         try:
             sock, addr = listener.accept()
         except OSError as exc:
             if exc.errno in _SENT_BACK:
-                return
+                return False
             raise
-        self.accepted = True
         sock.setblocking(False)
         util.close_on_exec(sock)
         limits = self.limits
@@ -170,6 +184,7 @@ class BufferedWorker(SyncWorker):
         if self._still_arriving(connection):
             self.selector.register(sock, selectors.EVENT_READ, connection)
             connection.registered = True
+        return True
 
     def _receive(self, connection: Connection) -> None:
         try:
@@ -264,6 +279,19 @@ class BufferedWorker(SyncWorker):
     def _close(self, connection: Connection) -> None:
         self._forget(connection)
         connection.sock.close()
+
+
+def _defer_accept(listener) -> None:
+    """Have the kernel wake ``accept`` once a connection has sent its first bytes (Linux's
+    TCP_DEFER_ACCEPT, nginx's ``deferred``): a one-row request is then whole at its accept and is
+    served at once, without a turn through the selector to wait for it, and a connection that
+    sends nothing costs the worker nothing until DEFER_ACCEPT_SECONDS have passed."""
+    if getattr(socket, "TCP_DEFER_ACCEPT", None) is None or listener.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
+    except OSError:  # pragma: no cover - a kernel without it: accept as soon as connected
+        pass
 
 
 def _send(sock: socket.socket, data: bytes) -> int:
