@@ -451,3 +451,35 @@ def test_the_api_keys_section_runs_as_written(start_server, tmp_path):
 
     wait_for(lambda: all(status(key) == 401 for _ in range(6)), 15, "the old key refused")
     assert all(status(new) == 200 for _ in range(6))
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub makes of a heading: lower case, punctuation but '-' and '_' dropped,
+    spaces to '-'."""
+    text = re.sub(r"[`*]", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors_of(path: Path) -> set[str]:
+    headings = [line.lstrip("#").strip() for line in path.read_text().splitlines() if re.match(r"#{1,6} ", line)]
+    return {github_anchor(heading) for heading in headings}
+
+
+MARKDOWN = [PROJECT_DIR / "README.md", *sorted((PROJECT_DIR / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", MARKDOWN, ids=lambda page: page.name)
+def test_every_link_to_a_section_finds_it(page):
+    """Links like [x](#section) and [x](docs/PAGE.md#section) name a heading that exists, and
+    links to project files name files that exist."""
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue  # http:, https:, mailto:
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists():
+            broken.append(target)
+        elif anchor and linked.suffix == ".md" and anchor not in anchors_of(linked):
+            broken.append(target)
+    assert broken == []
