@@ -239,14 +239,21 @@ class BufferedWorker(SyncWorker):
                and self.is_parent_alive()):
             self._turn(until=stop_by)
         for connection in list(self.connections.values()):
-            if connection.closing:
-                self._close(connection)
-            else:
-                self._answer(connection, 503, "the server stopped before the request arrived whole; send it again",
-                             linger=False)
+            if not connection.closing:
+                self._answer(connection, 503, "the server stopped before the request arrived whole; send it again")
+        # Closed as a 408 is: the answer, then the end of sending, then what the client still sends
+        # is read and dropped for at most CLOSE_LINGER_SECONDS. Closed at once with the client's
+        # bytes unread, the socket would be reset, and a client reading its answer could lose it.
+        linger_by = time.monotonic() + CLOSE_LINGER_SECONDS
+        while self.connections and time.monotonic() < linger_by and self.is_parent_alive():
+            self._turn(until=linger_by)
+        for connection in list(self.connections.values()):
+            self._close(connection)
 
-    def _answer(self, connection: Connection, status: int, message: str, linger: bool = True) -> None:
-        """Answer a request that did not arrive whole with a JSON error, record it, and close."""
+    def _answer(self, connection: Connection, status: int, message: str) -> None:
+        """Answer a request that did not arrive whole with a JSON error and record it; then end the
+        sending side and read (and drop) what the client still sends until it closes or
+        CLOSE_LINGER_SECONDS pass, so that closing does not reset the connection under its answer."""
         arrival = connection.arrival
         rid = request_id(arrival.header("X-REQUEST-ID"))
         body = orjson.dumps(error_payload(status, message))
@@ -257,9 +264,6 @@ class BufferedWorker(SyncWorker):
         if self.recorder is not None:
             self.recorder.record(rid, connection.started, arrival.method, arrival.path, UNREAD_ENDPOINT, status,
                                  len(arrival.data), sent)
-        if not linger:
-            self._close(connection)
-            return
         try:
             connection.sock.shutdown(socket.SHUT_WR)
         except OSError:
