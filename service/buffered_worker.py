@@ -48,7 +48,7 @@ from gunicorn.workers.sync import SyncWorker
 from service.arrival import Arrival
 from service.buffered_socket import CONTINUE, HeldSocket
 from service.errors import error_payload
-from service.request_cycle import RECORDER_EXTENSION, request_id
+from service.request_cycle import RECORDER_EXTENSION, Recorder, request_id
 from service.settings import Settings
 
 #: The metrics label (``endpoint``) of requests the worker answered before they were read whole.
@@ -257,10 +257,10 @@ class BufferedWorker(SyncWorker):
         arrival = connection.arrival
         rid = request_id(arrival.header("X-REQUEST-ID"))
         body = orjson.dumps(error_payload(status, message))
-        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nConnection: close\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nX-Request-ID: {rid}\r\n"
-                "X-Content-Type-Options: nosniff\r\n\r\n")
-        sent = _send(connection.sock, head.encode("latin-1") + body)
+        headers = [("Connection", "close"), ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                   *Recorder.headers(rid, None)]
+        head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers)
+        sent = _send(connection.sock, (head + "\r\n").encode("latin-1") + body)
         if self.recorder is not None:
             self.recorder.record(rid, connection.started, arrival.method, arrival.path, UNREAD_ENDPOINT, status,
                                  len(arrival.data), sent)

@@ -240,10 +240,8 @@ class Recorder:
     @staticmethod
     def headers(request_id: str, model_version: str | None) -> list[tuple[str, str]]:
         """The headers every answer carries (a stream sends them before its rows are counted)."""
-        if model_version is None:
-            return [(REQUEST_ID_HEADER, request_id), ("X-Content-Type-Options", "nosniff")]
-        return [(REQUEST_ID_HEADER, request_id), (MODEL_VERSION_HEADER, model_version),
-                ("X-Content-Type-Options", "nosniff")]
+        version = [(MODEL_VERSION_HEADER, model_version)] if model_version is not None else []
+        return [(REQUEST_ID_HEADER, request_id), *version, ("X-Content-Type-Options", "nosniff")]
 
     def record(self, request_id: str, started: float, method: str, path: str, endpoint: str, status: int,
                bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0, *,

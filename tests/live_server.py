@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -136,6 +137,18 @@ class LiveServer:
     def log_text(self) -> str:
         """What the server wrote so far (empty if not logged to a file)."""
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def access_lines(self) -> list[dict]:
+        """The app's JSON access lines in the log so far (service/access_log.py), in order."""
+        lines = []
+        for text in self.log_text().splitlines():
+            try:
+                entry = json.loads(text) if text.startswith("{") else None
+            except ValueError:  # a message of gunicorn's or the app's that happens to start with "{"
+                continue
+            if isinstance(entry, dict) and "request_id" in entry:
+                lines.append(entry)
+        return lines
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM the master (graceful), then SIGKILL the group if it lingers; return the exit code."""

@@ -36,18 +36,6 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def access_lines(server: LiveServer) -> list[dict]:
-    lines = []
-    for text in server.log_text().splitlines():
-        try:
-            entry = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and "request_id" in entry:
-            lines.append(entry)
-    return lines
-
-
 def metric(server: LiveServer, key: str, name: str, label: str) -> float:
     """One sample of /metrics (read with ``key``): 0 when not listed yet."""
     text = requests.get(server.url + "/metrics", headers=bearer(key), timeout=TIMEOUT).text
@@ -110,12 +98,12 @@ def test_every_way_without_a_valid_key_gets_a_json_401_and_no_key_is_logged(keye
         presented = [value.split()[-1] for value in headers.values() if value.strip() and len(value.split()[-1]) >= 8]
         assert not any(value in answer.text for value in presented), f"{case}: the answer echoes the key"
     requests.post(server.url + "/predict", data=ROW, headers=bearer(keys["alice"]), timeout=TIMEOUT)
-    wait_for(lambda: any(e.get("key") == "alice" for e in access_lines(server)), 10, "the good request's line")
+    wait_for(lambda: any(e.get("key") == "alice" for e in server.access_lines()), 10, "the good request's line")
     log = server.log_text()[log_start:]
     # Neither a refused key nor the good one is ever written: only names.
     for value in (keys["alice"], keys["alice"][:-1], keys["alice"][4:20], "k" * 4096, "x" * 43, "m" * 43):
         assert value not in log
-    refused = [e for e in access_lines(server) if e["path"] == path and e["status"] == 401]
+    refused = [e for e in server.access_lines() if e["path"] == path and e["status"] == 401]
     assert refused and all(e["key"] is None for e in refused)
 
 
@@ -144,7 +132,7 @@ def test_the_key_name_is_in_the_access_line_and_the_counters(keyed):
                              timeout=TIMEOUT).status_code == 200
     assert requests.post(server.url + "/predict", data=ROW, headers=bearer("nope"), timeout=TIMEOUT).status_code == 401
     assert requests.post(server.url + "/predict", data=ROW, timeout=TIMEOUT).status_code == 401
-    lines = [e for e in access_lines(server) if e["path"] == "/predict"]
+    lines = [e for e in server.access_lines() if e["path"] == "/predict"]
     assert [e["key"] for e in lines[-5:]] == ["bob", "bob", "bob", None, None]
     assert [e["status"] for e in lines[-5:]] == [200, 200, 200, 401, 401]
 
@@ -152,7 +140,7 @@ def test_the_key_name_is_in_the_access_line_and_the_counters(keyed):
     # worker that answers it; the other one's counts arrive within its flush period.
     def counted() -> bool:
         text = requests.get(server.url + "/metrics", headers=bearer(keys["alice"]), timeout=TIMEOUT).text
-        logged = access_lines(server)
+        logged = server.access_lines()
         expected = {f'api_key_requests_total{{key="{name}"}}': sum(e["key"] == name for e in logged)
                     for name in ("alice", "bob")}
         expected["refusals"] = sum(e["status"] == 401 for e in logged)
@@ -176,7 +164,7 @@ def test_a_stream_needs_a_key_and_its_line_names_it(keyed):
     answer = requests.post(server.url + "/predict", data=rows, headers={**headers, **bearer(keys["alice"])},
                            timeout=TIMEOUT)
     assert answer.status_code == 200 and len(answer.text.splitlines()) == 3
-    wait_for(lambda: any(e.get("key") == "alice" and e["rows"] == 3 for e in access_lines(server)), 10,
+    wait_for(lambda: any(e.get("key") == "alice" and e["rows"] == 3 for e in server.access_lines()), 10,
              "the stream's access line with its key name")
 
 
@@ -307,5 +295,5 @@ def test_the_docs_page_sends_the_key_it_is_given(keyed, tmp_path):
                  "the previous answer cleared")
         assert execute().strip().startswith("200")
         browser.screenshot(tmp_path / "docs-with-key.png")
-    lines = [e for e in access_lines(server) if e["path"] == "/predict"]
+    lines = [e for e in server.access_lines() if e["path"] == "/predict"]
     assert [e["status"] for e in lines[-2:]] == [401, 200] and lines[-1]["key"] == "alice"

@@ -122,12 +122,7 @@ class Load:
 
 def served_by(server: LiveServer) -> dict[str, int]:
     """Request id -> the pid of the worker that answered it, from the access log."""
-    pids = {}
-    for line in server.log_text().splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            pids[entry["request_id"]] = entry["pid"]
-    return pids
+    return {entry["request_id"]: entry["pid"] for entry in server.access_lines()}
 
 
 def switch_log_times(server: LiveServer, version: str) -> dict[int, float]:
