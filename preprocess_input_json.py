@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 
 from lib.batch import RawBatch
+from lib.codecs.limits import DecodeLimits
 from lib.errors import PayloadError, UnsupportedMediaError
 from lib.schema import COLUMNS, ID_KEY
 from service.readers import ALIASES, CSV, JSON, JSON_COLUMNS, READERS, media_types
@@ -68,9 +69,9 @@ def _detect_format(body: bytes, mimetype: str | None) -> str:
 class BodyReader:
     """Reads request bodies of every registered format; build once per process."""
 
-    def __init__(self, columns: Sequence[str], max_rows: int):
+    def __init__(self, columns: Sequence[str], limits: DecodeLimits):
         self.columns = tuple(columns)
-        self.readers = {media_type: reader(self.columns, max_rows) for media_type, reader in READERS.items()}
+        self.readers = {media_type: reader(self.columns, limits) for media_type, reader in READERS.items()}
 
     def streamed_reader(self, mimetype: str | None):
         """The reader of a format read in chunks while the body arrives (NDJSON), else None."""

@@ -28,6 +28,7 @@ import orjson
 from bench.run import TEST_JSON, batch_job, model_dir
 from bench.stress import encode_rows, request_body
 from lib.artifacts import load_artifacts
+from lib.codecs.limits import DecodeLimits
 from lib.schema import ID_KEY
 from preprocess_input_json import BodyReader
 from service.predictor import Predictor
@@ -144,7 +145,8 @@ def survey(n_rows: int, repeats: int) -> Survey:
     """Time every variant ``repeats`` times on a body of the first ``n_rows`` test rows."""
     rows = encode_rows(TEST_JSON)
     body = request_body(batch_job(n_rows, len(rows)), rows)
-    reader = Predictor(load_artifacts(model_dir()), lambda columns: BodyReader(columns, max(n_rows, 1))).reader
+    limits = DecodeLimits(max(n_rows, 1))
+    reader = Predictor(load_artifacts(model_dir()), lambda columns: BodyReader(columns, limits)).reader
     seconds = {name: None if isinstance(run, str) else time_variant(run, repeats)
                for name, run in variants(body, orjson.loads(rows[0]), reader).items()}
     return Survey(n_rows, len(body), tuple(reader.columns), seconds)

@@ -34,6 +34,7 @@ from bench.load import default_tool, run_load, wrk_available
 from bench.memory import peak_worker_rss_mb
 from bench.stats import latency_summary, percentile
 from bench.stress import BATCH, Job, check_answer, request_body
+from lib.codecs.limits import DecodeLimits
 from lib.errors import ArtifactError
 from lib.store import DEFAULT_STORE, ModelStore
 from tests.live_server import PROJECT_DIR, LiveServer
@@ -291,7 +292,7 @@ def in_process(rows: list[bytes], repeats: int) -> dict:
 
     body = request_body(batch_job(LARGE_ROWS, len(rows)), rows)
     stages = load_artifacts(model_dir())
-    predictor = Predictor(stages, lambda columns: BodyReader(columns, LARGE_ROWS))
+    predictor = Predictor(stages, lambda columns: BodyReader(columns, DecodeLimits(LARGE_ROWS)))
     served, reference = [], []
     for _ in range(repeats):
         started = time.perf_counter()

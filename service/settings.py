@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from lib.codecs.limits import DecodeLimits
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 
@@ -47,6 +49,9 @@ class Settings:
     drain_seconds: int = 0
     max_rows: int = 100_000
     max_body_mb: int = 400
+    # What a body's consumed columns may decode to (decompression, dictionaries, repeated
+    # strings), checked before it is materialised (lib/codecs/limits.py).
+    max_decoded_mb: int = 256
     # The model store (lib/store.py): each worker serves its active version and follows its pointer.
     model_store: Path = PROJECT_DIR / "lib" / "model_store"
     # A plain artifact directory (`python -m lib.train --out DIR`) served instead of the store, and
@@ -83,6 +88,11 @@ class Settings:
     def max_body_bytes(self) -> int:
         """Largest accepted request body in bytes."""
         return self.max_body_mb * MB
+
+    @property
+    def decode_limits(self) -> DecodeLimits:
+        """The limits every codec checks while it decodes a body: MAX_ROWS and MAX_DECODED_MB."""
+        return DecodeLimits(self.max_rows, self.max_decoded_mb * MB)
 
     @property
     def client_buffer_bytes(self) -> int:
@@ -146,7 +156,8 @@ class Settings:
 
     def validate(self) -> None:
         """Refuse nonsensical values with a message naming the variable."""
-        for name in ("web_concurrency", "gunicorn_timeout", "max_rows", "max_body_mb", "max_listed_errors",
+        for name in ("web_concurrency", "gunicorn_timeout", "max_rows", "max_body_mb", "max_decoded_mb",
+                     "max_listed_errors",
                      "stream_timeout", "stream_idle_seconds", "stream_chunk_rows", "client_read_timeout",
                      "client_idle_seconds", "client_buffer_mb", "client_max_pending"):
             if getattr(self, name) < 1:

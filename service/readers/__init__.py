@@ -23,7 +23,7 @@ NDJSON = "application/x-ndjson"
 #: JSON of column name → array, chosen by ``?input=columns`` (the media type stays JSON).
 JSON_COLUMNS = "application/json;input=columns"
 
-#: format -> reader class (``cls(columns, max_rows)``).
+#: format -> reader class (``cls(columns, limits)``, limits a ``lib.codecs.limits.DecodeLimits``).
 READERS = {
     JSON: JsonRowsReader,
     JSON_COLUMNS: JsonColumnsReader,

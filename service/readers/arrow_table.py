@@ -9,9 +9,10 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 from lib.batch import RawBatch
+from lib.codecs.limits import DecodeLimits
 from lib.errors import PayloadError
 from lib.tables import batch_from_table
-from service.readers.batch import check_row_count, describe_arrow_error
+from service.readers.batch import describe_arrow_error
 
 _ARROW_FILE_MAGIC = b"ARROW1"
 
@@ -19,9 +20,9 @@ _ARROW_FILE_MAGIC = b"ARROW1"
 class ArrowReader:
     """Reads Arrow IPC stream (or file) bodies into batches of the consumed columns."""
 
-    def __init__(self, columns: Sequence[str], max_rows: int):
+    def __init__(self, columns: Sequence[str], limits: DecodeLimits):
         self.columns = tuple(columns)
-        self.max_rows = max_rows
+        self.limits = limits
 
     def read(self, body: bytes) -> RawBatch:
         """Turn an Arrow IPC body into a batch; raise PayloadError / LimitError."""
@@ -33,6 +34,6 @@ class ArrowReader:
                 table = pa.ipc.open_stream(source).read_all()
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
             raise PayloadError(f"the body is not a valid Arrow IPC stream: {describe_arrow_error(exc)}") from None
-        check_row_count(table.num_rows, self.max_rows)
+        self.limits.check_rows(table.num_rows)
         return batch_from_table(table, self.columns)
 

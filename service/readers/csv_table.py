@@ -9,18 +9,18 @@ from collections.abc import Sequence
 import pandas as pd
 
 from lib.batch import RawBatch, make_batch
+from lib.codecs.limits import DecodeLimits
 from lib.errors import PayloadError
 from lib.file_readers import CSV_OPTIONS
 from lib.schema import ID_KEY
-from service.readers.batch import check_row_count
 
 
 class CsvReader:
     """Reads CSV bodies into batches of the consumed columns."""
 
-    def __init__(self, columns: Sequence[str], max_rows: int):
+    def __init__(self, columns: Sequence[str], limits: DecodeLimits):
         self.columns = tuple(columns)
-        self.max_rows = max_rows
+        self.limits = limits
 
     def read(self, body: bytes) -> RawBatch:
         """Turn a CSV body into a batch; raise PayloadError / LimitError."""
@@ -35,7 +35,7 @@ class CsvReader:
         except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
             raise PayloadError(f"malformed CSV: {str(exc).strip()[:200]}") from None
         n = len(frame)
-        check_row_count(n, self.max_rows)
+        self.limits.check_rows(n)
         values = [frame[c].tolist() if c in frame.columns else [None] * n for c in self.columns]
         ids = frame[ID_KEY].tolist() if ID_KEY in frame.columns else [None] * n
         return make_batch(self.columns, n, values, ids)

@@ -14,23 +14,23 @@ from typing import Any
 import msgspec
 
 from lib.batch import RawBatch, make_batch
+from lib.codecs.limits import DecodeLimits
 from lib.errors import PayloadError
 from lib.schema import ID_KEY
-from service.readers.batch import check_row_count
 from service.readers.json_rows import JsonRowsReader, describe_syntax_error
 
 
 class JsonColumnsReader:
     """Reads JSON column bodies into batches of the consumed columns; build once per process."""
 
-    def __init__(self, columns: Sequence[str], max_rows: int):
+    def __init__(self, columns: Sequence[str], limits: DecodeLimits):
         self.columns = tuple(columns)
-        self.max_rows = max_rows
+        self.limits = limits
         self._names = (*self.columns, ID_KEY)
         table = msgspec.defstruct("Columns", [(c, Any, None) for c in self._names])
         self._decoder = msgspec.json.Decoder(table)
         # Out-of-range numbers and the like are left to the rows reader's careful route.
-        self._rows = JsonRowsReader(columns, max_rows)
+        self._rows = JsonRowsReader(columns, limits)
 
     def read(self, body: bytes) -> RawBatch:
         """Turn a JSON columns body into a batch; raise PayloadError / LimitError."""
@@ -63,6 +63,6 @@ class JsonColumnsReader:
             shown = ", ".join(f"{name}: {n}" for name, n in lengths.items())
             raise PayloadError(f"with input=columns every array must have one length (one cell per row); got {shown}")
         n_rows = next(iter(lengths.values()), 0)
-        check_row_count(n_rows, self.max_rows)
+        self.limits.check_rows(n_rows)
         values = [arrays[name] if arrays[name] is not None else [None] * n_rows for name in self._names]
         return make_batch(self.columns, n_rows, values[:-1], values[-1])

@@ -16,18 +16,18 @@ from typing import Any
 import msgspec
 
 from lib.batch import RawBatch, make_batch
+from lib.codecs.limits import DecodeLimits
 from lib.errors import PayloadError
 from lib.json_lines import json_type, parse_int, reject_constant
 from lib.schema import ID_KEY
-from service.readers.batch import check_row_count
 
 
 class JsonRowsReader:
     """Reads JSON row bodies into batches of the consumed columns; build once per process."""
 
-    def __init__(self, columns: Sequence[str], max_rows: int):
+    def __init__(self, columns: Sequence[str], limits: DecodeLimits):
         self.columns = tuple(columns)
-        self.max_rows = max_rows
+        self.limits = limits
         fields = [(c, Any, None) for c in self.columns] + [(ID_KEY, Any, None)]
         row = msgspec.defstruct("Row", fields)
         self._decoder = msgspec.json.Decoder(row | list[row])
@@ -45,7 +45,7 @@ class JsonRowsReader:
         except RecursionError:  # msgspec too gives up on deep nesting, even inside skipped keys
             raise PayloadError("malformed JSON: nested too deeply") from None
         rows = decoded if isinstance(decoded, list) else [decoded]
-        check_row_count(len(rows), self.max_rows)
+        self.limits.check_rows(len(rows))
         values = [list(map(get, rows)) for get in self._getters]
         return make_batch(self.columns, len(rows), values, list(map(self._get_id, rows)))
 
@@ -70,7 +70,7 @@ class JsonRowsReader:
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise PayloadError(f"row {i} is not a JSON object (got {json_type(row)})")
-        check_row_count(len(rows), self.max_rows)
+        self.limits.check_rows(len(rows))
         values = [[row.get(c) for row in rows] for c in (*self.columns, ID_KEY)]
         return make_batch(self.columns, len(rows), values[:-1], values[-1])
 

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from lib.batch import RawBatch, make_batch
+from lib.codecs.limits import DecodeLimits
 from lib.errors import PayloadError
 from lib.schema import ID_KEY
 from service.readers.json_rows import JsonRowsReader, describe_syntax_error
@@ -37,7 +38,7 @@ class NdjsonReader:
     #: Read while the body arrives, in chunks, and answered as NDJSON: never whole.
     streamed = True
 
-    def __init__(self, columns: Sequence[str], max_rows: int):
+    def __init__(self, columns: Sequence[str], limits: DecodeLimits):
         self.columns = tuple(columns)
         self._names = (*self.columns, ID_KEY)
         row = msgspec.defstruct("Row", [(c, Any, None) for c in self._names])
