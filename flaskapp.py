@@ -84,7 +84,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     metrics = Metrics(PHASES, enabled=settings.metrics_enabled)
 
     def build_predictor(stages: Stages) -> Predictor:
-        return Predictor(stages, lambda columns: BodyReader(columns, settings.decode_limits), drift=settings.metrics_enabled)
+        limits = settings.decode_limits
+        return Predictor(stages, lambda columns: BodyReader(columns, limits), drift=settings.metrics_enabled)
 
     # The directory is named here, in the operator's log, and never in an HTTP answer.
     source = (f"model directory {settings.model_dir}" if settings.model_dir is not None
