@@ -8,7 +8,7 @@ as the API reads a body of that format:
 - CSV: pandas with every cell as text (``dtype=str``, no NA detection), the options of the API's
   CSV reader, so ``"$1,234.50"``, ``" nan "`` and empty cells are the same strings as in the API;
   a short row's missing cells are missing values; the cells then go through ``lib.tables``;
-- NDJSON: each line a JSON object, decoded as the API decodes JSON rows (``lib.json_lines``);
+- NDJSON: each line a JSON object, decoded as the API decodes NDJSON (``lib.codecs.ndjson``);
 - Parquet: by record batches of the consumed columns only, through ``lib.tables`` (numbers as
   float64, strings through the normaliser, other types invalid cells).
 """
@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lib.batch import RawBatch, make_batch
+from lib.codecs.ndjson import LinesDecoder
 from lib.errors import PayloadError
-from lib.json_lines import LinesDecoder
 from lib.schema import ID_KEY, LEVELS, kind_of
 from lib.tables import batch_from_table, column_values
 
@@ -170,10 +170,12 @@ class NdjsonFileReader:
         read_bytes, line = 0, 1
         with open(self.path, "rb") as handle:
             while lines := list(itertools.islice(handle, self._chunk_rows)):
-                values = decoder.decode(lines, first_line=line)
+                decoded = decoder.decode(b"".join(lines), first_line=line)
+                if decoded.malformed is not None:
+                    raise decoded.malformed
                 line += len(lines)
                 read_bytes += sum(map(len, lines))
-                n = len(values[ID_KEY])
+                values, n = decoded.values, decoded.n_rows
                 if not n:
                     continue
                 yield Chunk(batch=make_batch(self._consumed, n, [values[c] for c in self._consumed], values[ID_KEY]),

@@ -10,6 +10,7 @@ import pandas as pd
 
 from lib.batch import RawBatch, make_batch
 from lib.codecs.limits import DecodeLimits
+from lib.codecs.text import describe_invalid_csv_utf8
 from lib.errors import PayloadError
 from lib.file_readers import CSV_OPTIONS
 from lib.schema import ID_KEY
@@ -32,7 +33,9 @@ class CsvReader:
                 # Without any wanted column pandas reads no rows either: count them on the
                 # first column (each such row is all missing values).
                 frame = pd.read_csv(io.BytesIO(body), usecols=[0], **options)[[]]
-        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        except UnicodeDecodeError:
+            raise PayloadError(f"the CSV body is {describe_invalid_csv_utf8(body)}") from None
+        except (ValueError, pd.errors.ParserError) as exc:
             raise PayloadError(f"malformed CSV: {str(exc).strip()[:200]}") from None
         n = len(frame)
         self.limits.check_rows(n)

@@ -14,10 +14,11 @@ from typing import Any
 import msgspec
 
 from lib.batch import RawBatch, make_batch
+from lib.codecs.json_values import decode_generic, describe_syntax_error
 from lib.codecs.limits import DecodeLimits
+from lib.codecs.text import describe_invalid_utf8
 from lib.errors import PayloadError
 from lib.schema import ID_KEY
-from service.readers.json_rows import JsonRowsReader, describe_syntax_error
 
 
 class JsonColumnsReader:
@@ -29,8 +30,6 @@ class JsonColumnsReader:
         self._names = (*self.columns, ID_KEY)
         table = msgspec.defstruct("Columns", [(c, Any, None) for c in self._names])
         self._decoder = msgspec.json.Decoder(table)
-        # Out-of-range numbers and the like are left to the rows reader's careful route.
-        self._rows = JsonRowsReader(columns, limits)
 
     def read(self, body: bytes) -> RawBatch:
         """Turn a JSON columns body into a batch; raise PayloadError / LimitError."""
@@ -42,10 +41,13 @@ class JsonColumnsReader:
             raise PayloadError(f"malformed JSON: {describe_syntax_error(exc, len(body))}") from None
         except RecursionError:
             raise PayloadError("malformed JSON: nested too deeply") from None
+        except UnicodeDecodeError as exc:  # in a consumed cell: skipped arrays are not decoded
+            raise PayloadError(f"the body is {describe_invalid_utf8(body, exc)}") from None
         return self._batch({name: getattr(decoded, name) for name in self._names})
 
     def _read_slowly(self, body: bytes) -> RawBatch:
-        decoded = self._rows.decode_generic(body)
+        # Out-of-range numbers and the like: the careful route of every JSON codec.
+        decoded = decode_generic(body)
         if not isinstance(decoded, dict):
             raise PayloadError("with input=columns the body must be one JSON object of column name → array of "
                                f"cells, got {'an array' if isinstance(decoded, list) else 'a scalar'}")

@@ -8,7 +8,6 @@ instead of failing the whole request.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any
@@ -16,9 +15,10 @@ from typing import Any
 import msgspec
 
 from lib.batch import RawBatch, make_batch
+from lib.codecs.json_values import decode_generic, describe_syntax_error, json_type
 from lib.codecs.limits import DecodeLimits
+from lib.codecs.text import describe_invalid_utf8
 from lib.errors import PayloadError
-from lib.json_lines import json_type, parse_int, reject_constant
 from lib.schema import ID_KEY
 
 
@@ -44,26 +44,17 @@ class JsonRowsReader:
             raise PayloadError(f"malformed JSON: {describe_syntax_error(exc, len(body))}") from None
         except RecursionError:  # msgspec too gives up on deep nesting, even inside skipped keys
             raise PayloadError("malformed JSON: nested too deeply") from None
+        except UnicodeDecodeError as exc:  # in a consumed cell: skipped keys are not decoded
+            raise PayloadError(f"the body is {describe_invalid_utf8(body, exc)}") from None
         rows = decoded if isinstance(decoded, list) else [decoded]
         self.limits.check_rows(len(rows))
         values = [list(map(get, rows)) for get in self._getters]
         return make_batch(self.columns, len(rows), values, list(map(self._get_id, rows)))
 
-    @staticmethod
-    def decode_generic(body: bytes) -> object:
-        """Decode any JSON value with the standard library, for bodies the typed decoder refused:
-        out-of-range numbers come through as infinities for the normaliser to reject."""
-        try:
-            return json.loads(body, parse_constant=reject_constant, parse_int=parse_int)
-        except RecursionError:
-            raise PayloadError("malformed JSON: nested too deeply") from None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PayloadError(f"malformed JSON: {exc}") from None
-
     def _read_slowly(self, body: bytes) -> RawBatch:
         """Generic decode for bodies the typed decoder refused: finds the wrong shape or lets
         out-of-range numbers through as infinities for the normaliser to reject."""
-        decoded = self.decode_generic(body)
+        decoded = decode_generic(body)
         rows = decoded if isinstance(decoded, list) else [decoded]
         if not isinstance(decoded, (list, dict)):
             raise PayloadError(f"expected a JSON object or an array of objects, got {json_type(decoded)}")
@@ -74,11 +65,3 @@ class JsonRowsReader:
         values = [[row.get(c) for row in rows] for c in (*self.columns, ID_KEY)]
         return make_batch(self.columns, len(rows), values[:-1], values[-1])
 
-
-def describe_syntax_error(exc: Exception, n_bytes: int | None = None) -> str:
-    """msgspec's syntax message without its own "JSON is malformed: " prefix (the caller says
-    so already), with the body length (``n_bytes``) when the body was cut short."""
-    message = str(exc).removeprefix("JSON is malformed: ")
-    if n_bytes is not None and "truncated" in message:
-        return f"{message.rstrip('.')} (the body ends after {n_bytes} bytes)"
-    return message
