@@ -5,9 +5,9 @@ Every reader yields ``Chunk``s: the consumed columns and ids of a run of rows as
 Parquet, by a row group of the consumed columns), never by the file. Each format reads its cells
 as the API reads a body of that format:
 
-- CSV: pandas with every cell as text (``dtype=str``, no NA detection), the options of the API's
-  CSV reader, so ``"$1,234.50"``, ``" nan "`` and empty cells are the same strings as in the API;
-  a short row's missing cells are missing values; the cells then go through ``lib.tables``;
+- CSV: the API's CSV decoder (``lib.codecs.csv``): every cell as text, so ``"$1,234.50"``,
+  ``" nan "`` and empty cells are the same strings as in the API; a row whose cell count differs
+  from the header's is refused; the cells then go through ``lib.tables``;
 - NDJSON: each line a JSON object, decoded as the API decodes NDJSON (``lib.codecs.ndjson``);
 - Parquet: by record batches of the consumed columns only, through ``lib.tables`` (numbers as
   float64, strings through the normaliser, other types invalid cells).
@@ -19,25 +19,21 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lib.batch import RawBatch, make_batch
+from lib.codecs.csv import CsvDecoder, header_names
 from lib.codecs.ndjson import LinesDecoder
 from lib.errors import PayloadError
 from lib.schema import ID_KEY, LEVELS, kind_of
-from lib.tables import batch_from_table, column_values
+from lib.tables import batch_from_table
 
 CSV, NDJSON, PARQUET = "csv", "ndjson", "parquet"
 #: File name endings -> format.
 EXTENSIONS = {".csv": CSV, ".ndjson": NDJSON, ".jsonl": NDJSON, ".parquet": PARQUET, ".pq": PARQUET}
-#: pandas options of the API's CSV reader (service/readers/csv_table.py): every cell is text.
-#: How CSV is read, by the API (service/readers/csv_table.py) and the file command alike: every
-#: cell as text for the normaliser, nothing turned into NaN by pandas.
-CSV_OPTIONS = {"dtype": str, "keep_default_na": False, "na_filter": False, "encoding": "utf-8"}
 
 
 @dataclass(frozen=True)
@@ -111,49 +107,25 @@ class ParquetFileReader:
 
 
 class CsvFileReader:
-    """CSV with a header row, by chunks of ``chunk_rows`` rows, every cell as text."""
+    """CSV with a header row, a block at a time, every cell as text (``lib.codecs.csv``, as the
+    API decodes a CSV body)."""
 
     def __init__(self, path: Path, consumed: tuple[str, ...], chunk_rows: int):
         self.path = path
         self.total_rows = None
-        try:
-            header = pd.read_csv(path, nrows=0, **CSV_OPTIONS)
-        except pd.errors.EmptyDataError:
-            raise PayloadError("the file is empty: a CSV file starts with a header row") from None
-        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-            raise PayloadError(f"malformed CSV: {str(exc).strip()[:200]}") from None
-        self.columns = tuple(header.columns)
+        if path.stat().st_size == 0:
+            raise PayloadError("the file is empty: a CSV file starts with a header row")
+        with open(path, "rb") as handle:
+            self.columns = tuple(header_names(handle.read(1 << 16)))
+        self._decoder = CsvDecoder((*consumed, ID_KEY))
         self._consumed, self._chunk_rows = consumed, chunk_rows
 
     def chunks(self, keep: Sequence[str] = ()) -> Iterator[Chunk]:
-        wanted = {*self._consumed, ID_KEY, *keep}
-        # Without any wanted column pandas reads no rows either: read the first column to count
-        # them (each such row is all missing values), as the API does.
-        usecols = (lambda name: name in wanted) if wanted & set(self.columns) else [0]
-        with open(self.path, "rb") as handle:
-            yield from self._chunks(handle, usecols, keep)
-
-    def _chunks(self, handle: BinaryIO, usecols, keep: Sequence[str]) -> Iterator[Chunk]:
-        rows = 0
-        try:
-            with pd.read_csv(handle, usecols=usecols, chunksize=self._chunk_rows, **CSV_OPTIONS) as frames:
-                for frame in frames:
-                    rows += len(frame)
-                    yield Chunk(batch=_frame_batch(frame, self._consumed), bytes_read=handle.tell(),
-                                kept={name: pa.array(frame[name], type=pa.string(), from_pandas=True)
-                                      for name in keep})
-        except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-            raise PayloadError(f"malformed CSV after row {rows}: {str(exc).strip()[:200]}") from None
-
-
-def _frame_batch(frame: pd.DataFrame, consumed: Sequence[str]) -> RawBatch:
-    """The chunk's text cells through the table conversion (lib.tables: the same numbers and errors
-    as the normaliser's cell-by-cell route, in Arrow's kernels); the ids as the API takes them."""
-    n = len(frame)
-    values = [column_values(pa.array(frame[c], type=pa.string(), from_pandas=True), c)[0]
-              if c in frame.columns else [None] * n for c in consumed]
-    ids = frame[ID_KEY].tolist() if ID_KEY in frame.columns else [None] * n
-    return make_batch(consumed, n, values, ids)
+        for block, bytes_read in self._decoder.batches(self.path, keep):
+            for start in range(0, block.num_rows, self._chunk_rows):
+                rows = block.slice(start, self._chunk_rows)
+                yield Chunk(batch=batch_from_table(rows, self._consumed), bytes_read=bytes_read,
+                            kept={name: rows.column(name) for name in keep})
 
 
 class NdjsonFileReader:
