@@ -10,12 +10,17 @@ without using them up), then reads the socket itself; everything else is the soc
 larger body handed over before its end): a client that stops sending then raises TimeoutError
 instead of holding the worker. Answers are written without that bound: ``sendall`` counts its
 timeout over the whole answer, which a large answer to a slow reader could exceed.
+
+A stream's answers go through ``hold_answers`` (``service.answer_hold``): its writes never wait,
+what the socket does not take is held, and each wait for body bytes sends held bytes meanwhile.
 """
 
 from __future__ import annotations
 
 import select
 import socket
+
+from service.answer_hold import AnswerHold
 
 #: What gunicorn writes before reading a body that the client announced with Expect: 100-continue.
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -32,6 +37,7 @@ class HeldSocket:
         self._held = memoryview(data)
         self._read_timeout = read_timeout
         self._continue_sent = continue_sent
+        self._answers: AnswerHold | None = None
 
     @property
     def held(self) -> int:
@@ -63,7 +69,22 @@ class HeldSocket:
             return len(data)
         return self._sock.send(data, flags)
 
+    def sendall(self, data, flags: int = 0) -> None:
+        if self._answers is not None:
+            self._answers.sendall(data)
+        else:
+            self._sock.sendall(data, flags)
+
+    def hold_answers(self, limit_bytes: int, idle_seconds: float) -> AnswerHold:
+        """From now on, what is written and the socket does not take at once is held while the body
+        is read (an NDJSON stream's answers, service/answer_hold.py)."""
+        self._answers = AnswerHold(self._sock, limit_bytes, idle_seconds)
+        return self._answers
+
     def _wait_readable(self) -> None:
+        if self._answers is not None:
+            self._answers.wait_readable()
+            return
         if self._read_timeout is None or self._sock.gettimeout() is not None:
             return  # no bound of ours, or the socket's own timeout (a stream's) applies
         poller = select.poll()

@@ -126,6 +126,10 @@ class PredictEndpoint:
         sock = request.environ.get("gunicorn.socket")
         if sock is not None:  # bounds every wait on the client, reading its rows or writing answers
             sock.settimeout(settings.stream_idle_limit)
+        # The answers the client does not take yet are held while its rows are read (all but TLS
+        # terminated by gunicorn, whose socket is not the buffered worker's).
+        hold_answers = getattr(sock, "hold_answers", None)
+        hold = hold_answers(settings.stream_hold_bytes, settings.stream_idle_limit) if hold_answers else None
 
         def start(status: int, error_body: bytes | None) -> None:
             headers = [("Content-Type", NDJSON)]
@@ -141,7 +145,7 @@ class PredictEndpoint:
         limits = StreamLimits(settings.stream_max_body_mb * MB, settings.stream_timeout, settings.stream_idle_limit,
                               settings.stream_chunk_rows)
         return NdjsonStream(served.predictor, reader, ArrivingBody(request.environ["wsgi.input"], sock), limits,
-                            explain, start, self._observe, on_end, rid)
+                            explain, start, self._observe, on_end, rid, hold)
 
     def _explain(self, value: str | None, predictor: Predictor) -> int | None:
         """How many reasons per row ``?explain=`` asks for: None without it, every one for ``all``."""

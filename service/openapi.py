@@ -425,7 +425,8 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
                     _ref("Prediction"), _ref("RowError"), _ref("StreamEnd")]}, "description": (
                     "for an NDJSON body, one object a line: per row, in order, a Prediction or a RowError (its "
                     "index counted over the whole stream); a stream that ends early (a malformed line, "
-                    "STREAM_MAX_BODY_MB, STREAM_TIMEOUT, a stalled client) ends with a StreamEnd line")}},
+                    "STREAM_MAX_BODY_MB, STREAM_TIMEOUT, STREAM_HOLD_MB, a stalled client) ends with a StreamEnd "
+                    "line")}},
             }},
             "400": _error("malformed JSON or CSV, not Arrow or Parquet, wrong shape, no rows, bad query parameter"),
             "408": _error("the request did not arrive within CLIENT_READ_TIMEOUT, or its body stopped for "

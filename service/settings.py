@@ -62,11 +62,14 @@ class Settings:
     allow_version_mismatch: bool = False
     max_listed_errors: int = 100
     # NDJSON streams (service/streaming.py): body limit in MB (0: none), seconds for a whole
-    # stream, seconds of waiting on the client in either direction, rows per chunk.
+    # stream, seconds of waiting on the client in either direction, rows per chunk, and MB of
+    # answers held for a client that sends before it reads (service/answer_hold.py: an answer
+    # line is about 160 bytes, 2.7 kB with explain=all; 500,000 rows' answers are 76 MB).
     stream_max_body_mb: int = 0
     stream_timeout: int = 3600
     stream_idle_seconds: int = 60
     stream_chunk_rows: int = 10_000
+    stream_hold_mb: int = 256
     # API keys (service/keys.py): off unless a key file is named; which paths need one (each
     # path and everything under it, comma-separated).
     api_keys_file: Path | None = None
@@ -93,6 +96,11 @@ class Settings:
     def decode_limits(self) -> DecodeLimits:
         """The limits every codec checks while it decodes a body: MAX_ROWS and MAX_DECODED_MB."""
         return DecodeLimits(self.max_rows, self.max_decoded_mb * MB)
+
+    @property
+    def stream_hold_bytes(self) -> int:
+        """The most answer bytes a stream holds for a client that has not read them."""
+        return self.stream_hold_mb * MB
 
     @property
     def client_buffer_bytes(self) -> int:
@@ -158,7 +166,8 @@ class Settings:
         """Refuse nonsensical values with a message naming the variable."""
         for name in ("web_concurrency", "gunicorn_timeout", "max_rows", "max_body_mb", "max_decoded_mb",
                      "max_listed_errors",
-                     "stream_timeout", "stream_idle_seconds", "stream_chunk_rows", "client_read_timeout",
+                     "stream_timeout", "stream_idle_seconds", "stream_chunk_rows", "stream_hold_mb",
+                     "client_read_timeout",
                      "client_idle_seconds", "client_buffer_mb", "client_max_pending"):
             if getattr(self, name) < 1:
                 raise SystemExit(f"{name.upper()} must be at least 1, got {getattr(self, name)}")

@@ -9,9 +9,15 @@ while the body is still arriving, so memory stays bounded whatever the row count
   body, a malformed first line, a body over the limit) gets an ordinary JSON error answer.
   After that an invalid row becomes an error object in its place, and anything that ends the
   stream (a malformed line, the body limit, the deadline, a stalled client) a final error line
-  ``{"error": ..., "message": ..., "line": N}``.
+  ``{"error": ..., "message": ..., "rows_answered": N}``.
 - ``STREAM_MAX_BODY_MB`` (0: no limit) and ``STREAM_TIMEOUT`` replace MAX_BODY_MB, MAX_ROWS and
   the request deadline; ``STREAM_IDLE_SECONDS`` bounds each wait on the client, both ways.
+- A client that sends before it reads (Python's ``requests``) is served too: answers the socket
+  will not take yet are held (memory, then a temporary file; ``service.answer_hold``) and the
+  body keeps being read; they go out in order as the socket takes them, and the rest at the end
+  (WSGI ``close``). Past ``STREAM_HOLD_MB`` held, the stream waits for the client to take some;
+  one that takes none for ``STREAM_IDLE_SECONDS`` gets the final error line (``too_large``)
+  after the answers before it.
 - A client that goes away stops the work: gunicorn closes this iterator at the failed write.
 - gunicorn's arbiter kills a sync worker that has not reported for GUNICORN_TIMEOUT; a stream may
   last longer, so each chunk reports through the heartbeat gunicorn.conf.py installs.
@@ -28,6 +34,7 @@ import orjson
 from gunicorn.http.errors import ParseException
 
 from lib.errors import LimitError, PayloadError
+from service.answer_hold import AnswerHold
 from service.errors import DeadlineError, error_answer, error_payload
 from service.predictor import Prediction, Predictor
 from service.readers.ndjson import NdjsonReader
@@ -81,6 +88,10 @@ class TooLarge(LimitError):
     """The stream's body went over STREAM_MAX_BODY_MB."""
 
 
+class AnswersUnread(LimitError):
+    """The answers held for a client that does not read them went over STREAM_HOLD_MB."""
+
+
 def _cut(pieces: list[bytes]) -> tuple[bytes, bytes]:
     """The pieces joined, up to their last newline, and what follows it."""
     data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
@@ -97,12 +108,14 @@ class NdjsonStream:
     rows were scored, or with an error status and its JSON body when the stream failed before
     its first answer (then that body is the whole answer). ``on_chunk(prediction)`` sees every
     scored chunk (metrics), ``on_end(totals)`` runs once at the end, whatever ended it.
+    ``hold`` (None without a socket of the buffered worker) holds the answers the client's socket
+    does not take yet; the server's call of ``close`` sends what it still holds.
     """
 
     def __init__(self, predictor: Predictor, reader: NdjsonReader, body: ArrivingBody, limits: StreamLimits,
                  explain: int | None, start: Callable[[int, bytes | None], None],
                  on_chunk: Callable[[Prediction], None], on_end: Callable[[StreamTotals], None],
-                 request_id: str = ""):
+                 request_id: str = "", hold: AnswerHold | None = None):
         self.predictor = predictor
         self.reader = reader
         self.body = body
@@ -112,13 +125,15 @@ class NdjsonStream:
         self.on_chunk = on_chunk
         self.on_end = on_end
         self.request_id = request_id
+        self.hold = hold
         self.totals = StreamTotals()
         self._lines_done = 0  # lines of the body handed to the reader so far
         self._started = False
         self._pieces = iter(body)
+        self._deadline = time.monotonic() + limits.timeout_seconds
 
     def __iter__(self) -> Iterator[bytes]:
-        deadline = time.monotonic() + self.limits.timeout_seconds
+        deadline = self._deadline
         try:
             for chunk in self._chunks():
                 answer = self._answer(chunk)
@@ -136,6 +151,28 @@ class NdjsonStream:
             yield self._end_with(exc)
         finally:  # also when gunicorn closes the stream at a failed write (the client is gone)
             self.on_end(self.totals)
+
+    def close(self) -> None:
+        """WSGI's close, after the server's last write: the answers still held go out, within the
+        stream's deadline (or STREAM_IDLE_SECONDS from now once that has passed). When the stream
+        ended before its body did, the rest of the body is read and dropped first: a client that
+        sends before it reads takes its answers only once it has sent everything, and closing
+        with its bytes unread would reset the connection under them."""
+        if self.hold is None:
+            return
+        until = max(self._deadline, time.monotonic() + self.limits.idle_seconds)
+        try:
+            if self.hold.held:
+                self._drop_body(until)
+        finally:
+            self.hold.finish(until, _beat)
+
+    def _drop_body(self, until: float) -> None:
+        try:
+            while time.monotonic() < until and next(self._pieces, b""):
+                _beat()
+        except (OSError, ParseException):  # the client stopped sending or went away: nothing to wait for
+            pass
 
     def _chunks(self) -> Iterator[bytes]:
         """The body in chunks of whole lines (the last may lack its newline). The pieces are
@@ -187,6 +224,11 @@ class NdjsonStream:
         answer = b""
         if read.batch.n_rows:
             prediction = self.predictor.predict_batch(read.batch, self.totals.rows, self.explain)
+            if self.hold is not None and not self.hold.make_room(len(prediction.body), _beat):
+                raise AnswersUnread(
+                    f"the client read no answers for {self.limits.idle_seconds:g} s while over "
+                    f"{self.hold.limit_bytes >> 20} MB of them waited for it (STREAM_HOLD_MB): read the answer "
+                    "while sending the rows, or send fewer rows per stream")
             self.on_chunk(prediction)
             self.totals.rows += prediction.n_rows
             self.totals.invalid_rows += prediction.n_invalid
