@@ -5,6 +5,7 @@ away, a stalled client, and a stream that outlasts GUNICORN_TIMEOUT."""
 
 from __future__ import annotations
 
+import io
 import json
 import time
 
@@ -176,3 +177,41 @@ def test_a_stream_may_outlast_the_worker_timeout(start_server, test_rows):
     assert result.n_lines == 600
     assert all(b'"predicted_class"' in line for line in result.lines)
     assert "WORKER TIMEOUT" not in server.log_text()
+
+
+def test_a_bug_after_the_first_answer_still_ends_with_the_error_line(model_dir, test_rows, monkeypatch):
+    from flaskapp import create_app
+    from service.readers.ndjson import NdjsonReader
+
+    read_chunk = NdjsonReader.read_chunk
+    calls = []
+
+    def fail_the_second_chunk(self, chunk, first_line):
+        calls.append(first_line)
+        if len(calls) == 2:
+            raise RuntimeError("a bug")
+        return read_chunk(self, chunk, first_line)
+
+    monkeypatch.setattr(NdjsonReader, "read_chunk", fail_the_second_chunk)
+    client = create_app({"model_dir": model_dir, "stream_chunk_rows": 3}).test_client()
+    body = ndjson(test_rows[:100])
+    # The body arrives in pieces of 20 kB, each cut into a chunk of its whole lines.
+    response = client.post("/predict", input_stream=Pieces(body, 20_000), content_length=len(body),
+                           content_type=NDJSON)
+    lines = response.data.splitlines()
+    answered = len(lines) - 1
+    assert len(calls) == 2 and 0 < answered < 100
+    assert [set(orjson.loads(line)) >= {"probability_positiveclass"} for line in lines[:-1]] == [True] * answered
+    assert orjson.loads(lines[-1]) == {"error": "internal_server_error", "rows_answered": answered,
+                                       "message": "internal server error; the request id identifies it in the logs"}
+
+
+class Pieces(io.BytesIO):
+    """A request body that gives at most ``size`` bytes a read, as a socket may."""
+
+    def __init__(self, body: bytes, size: int):
+        super().__init__(body)
+        self.size = size
+
+    def read(self, n: int | None = -1) -> bytes:
+        return super().read(self.size if n is None or n < 0 else min(n, self.size))
