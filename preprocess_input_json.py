@@ -109,8 +109,13 @@ class BodyReader:
     def _holds_columns(batch: RawBatch) -> bool:
         """Whether a one-row batch's consumed cells are all arrays: a JSON columns body read as a row
         (a real row stops this at its first scalar cell)."""
-        present = [cells[0] for cells in batch.columns.values() if cells[0] is not None]
-        return bool(present) and all(isinstance(cell, list) for cell in present)
+        present = False
+        for cells in batch.columns.values():
+            if cells[0] is not None:
+                if type(cells[0]) is not list:
+                    return False
+                present = True
+        return present
 
 
 #: What a body that looks like another format than the one it was read as is told (never the body).
