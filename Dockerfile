@@ -54,14 +54,11 @@ RUN python -m ensurepip --upgrade >/dev/null && python -m pip install -r require
 RUN python -m lib.synth && python -m lib.train
 
 # --- runtime: no compilers, no pip, no training or dev requirements, not root --------------
-# XDG_RUNTIME_DIR: gunicorn's control socket goes to /tmp (writable: tmpfs in compose, emptyDir
-# in Kubernetes) instead of $HOME, which does not exist and would be read-only anyway.
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PORT=1313 \
-    XDG_RUNTIME_DIR=/tmp \
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \

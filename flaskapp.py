@@ -27,7 +27,7 @@ from service.access_log import AccessLog
 from service.auth import KEY_NAME, KeyCheck
 from service.docs_page import docs_blueprint
 from service.endpoint import ERRORS_MODES, METHOD, PATH, PredictEndpoint, mount
-from service.errors import error_answer, error_payload
+from service.errors import error_answer, error_payload, method_not_allowed
 from service.keys import KeyFile, KeyFileError
 from service.metrics import Metrics
 from service.model_pages import model_blueprint
@@ -166,9 +166,16 @@ def create_app(test_config: dict | None = None) -> Flask:
     def metrics_endpoint() -> Response:
         return Response(metrics.render(), mimetype=metrics.content_type.split(";")[0])
 
+    @app.errorhandler(MethodNotAllowed)
+    def wrong_method(exc: MethodNotAllowed) -> Response:
+        payload, allow = method_not_allowed(request.method, request.path, exc.valid_methods or ())
+        response = json_response(payload, 405)
+        response.headers["Allow"] = allow
+        return response
+
     @app.errorhandler(Exception)
     def error(exc: Exception) -> Response:
-        # Routing's 404 and 405 and, for anything else, a bare 500 (logged with the request id).
+        # Routing's 404 and, for anything else, a bare 500 (logged with the request id).
         status, payload = error_answer(exc, settings.max_body_mb, settings.max_listed_errors, g.get("request_id"))
         return json_response(payload, status)
 

@@ -1,5 +1,6 @@
 """gunicorn settings for the prediction API; values come from service/settings.py (environment)."""
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -10,6 +11,29 @@ import tempfile
 # would count in its own memory while /metrics read an empty directory.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="predict-metrics-")
+
+
+def _claim_metrics_dir(path: str) -> int | None:
+    """Lock ``path`` for this server, or refuse to start: two servers counting in one directory
+    would add up each other's samples, and each would empty it at start. A POSIX lock: the
+    master's own, held while it lives, and taken again without conflict when SIGHUP makes it
+    read this file anew."""
+    os.makedirs(path, exist_ok=True)
+    if "GUNICORN_PID" in os.environ:  # a USR2 re-exec: the directory is its old master's, the same server's
+        return None
+    lock = os.open(os.path.join(path, "server.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(lock)
+        raise SystemExit(f"cannot start: PROMETHEUS_MULTIPROC_DIR={path} is in use by another running server; "
+                         "give each server a directory of its own, or leave it unset (each server then "
+                         "makes its own)") from None
+    return lock
+
+
+# Claimed before the app is loaded: the master's preloaded metrics write their files there.
+_metrics_dir_lock = _claim_metrics_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 from service import buffered_worker, drain, one_write_response, streaming  # noqa: E402 - after the variable above
 from service.settings import Settings  # noqa: E402
@@ -40,14 +64,19 @@ graceful_timeout = _settings.graceful_timeout
 accesslog = None
 errorlog = "-"
 loglevel = _settings.log_level
-# Temporary worker heartbeat files in memory, not on a possibly slow container disk.
+# Temporary worker heartbeat files in memory, not on a possibly slow container disk (each one
+# made by mkstemp and unlinked at once: nothing another server could meet).
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# No control socket (gunicornc): its default path, ~/.gunicorn/gunicorn.ctl or
+# $XDG_RUNTIME_DIR/gunicorn.ctl, is one per user, so a second server on the host would replace
+# the first's socket and its stop would remove the second's. Nothing here uses it: signals to
+# the master do its work (README "Operating it").
+control_socket_disable = True
 
 
 def on_starting(server):
     """Start from an empty metrics directory so counts of an earlier run do not leak in."""
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    os.makedirs(path, exist_ok=True)
     for name in os.listdir(path):
         if name.endswith(".db"):
             os.remove(os.path.join(path, name))

@@ -66,12 +66,11 @@ start() {
         rm -rf "$RUN_DIR/replica-$i" && mkdir -p "$RUN_DIR/replica-$i/prometheus"
         # setsid: the gunicorn master leads its own process group, so one signal to the group
         # reaches the master and all its workers (stop, and the failover test's SIGKILL).
-        # No control socket: all replicas would share the default ~/.gunicorn/gunicorn.ctl.
         # One worker per replica unless WEB_CONCURRENCY says otherwise: the replicas share this
         # machine's cores, so N replicas of one worker per core each would oversubscribe them.
         WEB_CONCURRENCY=${WEB_CONCURRENCY:-1} \
         BIND=127.0.0.1:$port PROMETHEUS_MULTIPROC_DIR=$RUN_DIR/replica-$i/prometheus \
-            setsid .venv/bin/gunicorn -c gunicorn.conf.py --no-control-socket 'flaskapp:create_app()' \
+            setsid .venv/bin/gunicorn -c gunicorn.conf.py 'flaskapp:create_app()' \
             >"$RUN_DIR/replica-$i/gunicorn.log" 2>&1 </dev/null &
         echo $! >"$RUN_DIR/replica-$i.pid"
         echo "$port" >"$RUN_DIR/replica-$i.port"

@@ -1,4 +1,5 @@
-"""The API documentation over HTTP: ``GET /openapi.json`` and a Swagger UI page at ``GET /docs``.
+"""The API documentation over HTTP: ``GET /openapi.json``, a Swagger UI page at ``GET /docs``,
+and ``GET /`` pointing to both (a browser is redirected to the page).
 
 The page works without internet: Swagger UI's files ship inside the pinned ``flask-swagger-ui``
 package (only its static files are used) and are served from ``/docs/<file>``; the online
@@ -10,7 +11,7 @@ from __future__ import annotations
 from importlib.resources import files
 
 import orjson
-from flask import Blueprint, Response, send_from_directory
+from flask import Blueprint, Response, redirect, request, send_from_directory
 
 SWAGGER_UI_DIR = str(files("flask_swagger_ui") / "dist")
 ASSET_MAX_AGE = 86_400  # the assets only change with the pinned package
@@ -43,11 +44,26 @@ _PAGE = """<!DOCTYPE html>
 """
 
 
+#: What ``GET /`` points to: where to read about the API and its routes.
+LINKS = {"docs": "/docs", "openapi": "/openapi.json", "predict": "/predict", "health": "/health",
+         "ready": "/ready", "model": "/model"}
+
+
 def docs_blueprint(document: dict) -> Blueprint:
-    """Routes for ``document`` (an OpenAPI dict, encoded once) and the page that renders it."""
+    """Routes for ``document`` (an OpenAPI dict, encoded once), the page that renders it, and
+    ``GET /``, which points to both."""
     blueprint = Blueprint("docs", __name__)
     encoded = orjson.dumps(document)
     page = _PAGE.format(title=document["info"]["title"])
+    index = orjson.dumps({"message": f"{document['info']['title']}: POST rows to /predict; the API is "
+                                     "described at /docs (a page) and /openapi.json", "links": LINKS})
+
+    @blueprint.get("/")
+    def root() -> Response:
+        # A browser (preferring HTML) goes straight to the page; any other client gets the links.
+        if request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html":
+            return redirect(LINKS["docs"], 302)
+        return Response(index, mimetype="application/json")
 
     @blueprint.get("/openapi.json")
     def openapi_json() -> Response:

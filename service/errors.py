@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from http import HTTPStatus
 
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -49,6 +50,25 @@ log = logging.getLogger("predict")
 def error_payload(status: int, message: str, **extra: object) -> dict:
     """The JSON error object every non-2xx answer carries."""
     return {"error": ERROR_CODES.get(status) or _status_code_name(status), "message": message, **extra}
+
+
+#: Methods every route answers by itself (Flask adds them): listed last in ``Allow``.
+_IMPLIED_METHODS = ("HEAD", "OPTIONS")
+
+
+def allowed_methods(valid_methods: Iterable[str]) -> list[str]:
+    """A route's methods as its ``Allow`` header lists them: the ones a client means (POST for
+    /predict) first, then HEAD and OPTIONS, which Flask adds to every route."""
+    valid = set(valid_methods)
+    return sorted(valid - set(_IMPLIED_METHODS)) + [m for m in _IMPLIED_METHODS if m in valid]
+
+
+def method_not_allowed(method: str, path: str, valid_methods: Iterable[str]) -> tuple[dict, str]:
+    """The JSON error object of a 405, naming the method(s) to use, and its ``Allow`` header."""
+    allowed = allowed_methods(valid_methods)
+    meant = [m for m in allowed if m not in _IMPLIED_METHODS] or allowed
+    message = f"{method[:20]} is not allowed on {path[:100]}: use {' or '.join(meant)}"
+    return error_payload(405, message), ", ".join(allowed)
 
 
 def _status_code_name(status: int) -> str:

@@ -39,6 +39,8 @@ from service.answers import (
     SELECTED_FEATURES,
 )
 from service.auth import protected
+from service.docs_page import LINKS
+from service.errors import allowed_methods
 from service.predictor import EXPLAIN_ALL, PHASES
 from service.readers import ARROW, INPUT_LAYOUTS, NDJSON, PARQUET
 
@@ -242,6 +244,11 @@ StreamEndSchema = _OpenSchema.from_dict({
 }, name="StreamEnd")
 
 HealthSchema = _OpenSchema.from_dict({"status": fields.String(required=True)}, name="Health")
+IndexSchema = _OpenSchema.from_dict({
+    "message": fields.String(required=True),
+    "links": fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                         metadata={"description": "where to go: name → path", "example": LINKS}),
+}, name="Index")
 ReadySchema = _OpenSchema.from_dict(
     {"status": fields.String(required=True), "model_version": fields.String(required=True)}, name="Ready")
 
@@ -359,7 +366,7 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
                    plugins=[MarshmallowPlugin()], info={"description": _DESCRIPTION})
     for name, schema in (("Row", RowSchema), ("Prediction", PredictionSchema), ("RowError", RowErrorSchema),
                          ("PredictionColumns", PredictionColumnsSchema), ("Error", ErrorSchema),
-                         ("StreamEnd", StreamEndSchema),
+                         ("StreamEnd", StreamEndSchema), ("Index", IndexSchema),
                          ("Health", HealthSchema), ("Ready", ReadySchema), ("ModelCard", ModelCardSchema),
                          ("VersionCard", VersionCardSchema), ("ModelList", ModelListSchema)):
         spec.components.schema(name, schema=schema)
@@ -428,7 +435,10 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
                     "STREAM_MAX_BODY_MB, STREAM_TIMEOUT, STREAM_HOLD_MB, a stalled client) ends with a StreamEnd "
                     "line")}},
             }},
-            "400": _error("malformed JSON or CSV, not Arrow or Parquet, wrong shape, no rows, bad query parameter"),
+            "400": _error("malformed JSON or CSV, not Arrow or Parquet, wrong shape, no rows, bad query parameter; "
+                          "a body that looks like another format than it was read as (CSV or NDJSON whose line "
+                          "breaks `curl -d` removed, NDJSON without its Content-Type, JSON columns without "
+                          "`?input=columns`) is told what to send"),
             "408": _error("the request did not arrive within CLIENT_READ_TIMEOUT, or its body stopped for "
                           "CLIENT_IDLE_SECONDS"),
             "413": _error("body or row count over the limit"),
@@ -436,9 +446,16 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
             "422": _error("invalid rows (every one listed, up to a cap); nothing scored"),
             "500": _error("unexpected error; the request id identifies it in the logs"),
             "504": _error("the request ran out of time; send fewer rows per request"),
-            "default": _error("any other error (404, 405, ...)"),
+            "default": _error("any other error (404, ...)"),
         },
     }})
+    spec.path("/", operations={"get": {
+        "summary": "Where to start: links to this documentation and the main routes",
+        "responses": {
+            "200": {"description": "the links", "content": _json(_ref("Index")), "headers": _COMMON_HEADERS},
+            "302": {"description": "a browser (preferring text/html) is sent to /docs", "headers": {
+                "Location": {"description": "/docs", "schema": {"type": "string"}}}},
+        }}})
     _get(spec, "/health", "The process is alive", _ref("Health"))
     _get(spec, "/ready", "Artifacts verified and the golden row scores as recorded", _ref("Ready"),
          {"503": _error("not ready: artifacts changed or the golden row drifted")})
@@ -467,9 +484,23 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
     for name, scheme in SECURITY_SCHEMES.items():
         spec.components.security_scheme(name, scheme)
     document = spec.to_dict()
+    _list_other_methods(document)
     if key_paths is not None:
         _require_keys(document, key_paths)
     return document
+
+
+def _list_other_methods(document: dict) -> None:
+    """Give every operation the 405 any other method on its path gets, with that path's ``Allow``."""
+    for operations in document["paths"].values():
+        methods = [method.upper() for method in operations]
+        allow = ", ".join(allowed_methods([*methods, "OPTIONS", *(["HEAD"] if "GET" in methods else [])]))
+        refused = _error(f"another method on this path; the message names the one to use, `Allow` lists "
+                         f"them: `{allow}`")
+        refused["headers"] = {**refused["headers"], "Allow": {"description": f"`{allow}`",
+                                                              "schema": {"type": "string"}}}
+        for operation in operations.values():
+            operation["responses"]["405"] = refused
 
 
 def _require_keys(document: dict, key_paths: tuple[str, ...]) -> None:

@@ -105,10 +105,8 @@ class LiveServer:
             self.port = sock.getsockname()[1]
             self.url = f"http://127.0.0.1:{self.port}"
             env["BIND"] = f"fd://{sock.fileno()}"
-            # No control socket: every server would share the default ~/.gunicorn/gunicorn.ctl.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--no-control-socket",
-                 *([self.app] if self.app else [])],
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *([self.app] if self.app else [])],
                 cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 pass_fds=(sock.fileno(),),
             )
