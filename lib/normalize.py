@@ -20,18 +20,42 @@ import numpy as np
 from lib.errors import InvalidValue
 from lib.schema import (
     ALIASES,
+    AMOUNT_FORMS,
     CURRENCY,
     ID_KEY,
     LEVELS,
     NULL_TOKENS,
     NUMERIC,
     PERCENT,
+    PERCENT_FORMS,
     describe_kind,
     kind_of,
 )
 
-_DECIMAL = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"  # ASCII digits only
+# The grammar of numbers written as text (SPEC §5), written once: the scalar parsers below, the
+# bulk routes (here and in lib/tables.py, with Arrow's RE2) and the OpenAPI document (ECMA) all
+# use these patterns, so they keep to what the three dialects read alike (ASCII classes, groups,
+# counted repeats; \s, which RE2 reads as ASCII spaces only: there a unicode space is left to
+# the cell-by-cell route). Digits are ASCII only.
+_UNSIGNED = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"  # 5, 5., .5, 5.25, 5e3
+_DECIMAL = rf"[+-]?{_UNSIGNED}"
+#: A plain numeric cell: a decimal number, spaces around it.
+NUMBER_PATTERN = rf"\s*{_DECIMAL}\s*"
+#: An x63 cell: a decimal number, then one ``%`` at most.
+PERCENT_PATTERN = rf"\s*{_DECIMAL}\s*%?\s*"
+# An amount's digits: ungrouped (as a plain number, exponent included), or grouped by commas in
+# threes with an optional decimal part; never a comma after the point or in a group of two.
+_AMOUNT_DIGITS = rf"(?:[0-9]{{1,3}}(?:,[0-9]{{3}})+(?:\.[0-9]*)?|{_UNSIGNED})"
+# One sign at most, either side of one "$" at most, or accounting parentheses (the sign) around
+# the amount, "$" inside or before them; spaces may separate these tokens, never split digits.
+_AMOUNT = (rf"(?:(?:[+-]\s*)?(?:\$\s*)?{_AMOUNT_DIGITS}|\$\s*[+-]\s*{_AMOUNT_DIGITS}"
+           rf"|(?:\$\s*)?\(\s*{_AMOUNT_DIGITS}\s*\)|\(\s*\$\s*{_AMOUNT_DIGITS}\s*\))")
+#: An x12 cell: ``5032.58``, ``5,032.58``, ``$5,032.58``, ``-$5,032.58``, ``$-5,032.58``,
+#: ``($5,032.58)`` or ``$(5,032.58)``, with ``+`` for ``-``, spaces around the tokens.
+AMOUNT_PATTERN = rf"\s*{_AMOUNT}\s*"
 _DECIMAL_RE = re.compile(_DECIMAL)
+_AMOUNT_RE = re.compile(AMOUNT_PATTERN)
+_PERCENT_RE = re.compile(PERCENT_PATTERN)
 _WHITESPACE_RE = re.compile(r"\s+")
 _SHOWN_CHARS = 40
 _NONE_TYPE = type(None)
@@ -90,7 +114,14 @@ def is_missing(value: object) -> bool:
     return isinstance(value, str) and value.strip().lower() in NULL_TOKENS
 
 
+# Amounts and percentages name the forms they accept: a value that is not one is never guessed.
+_NOT_A = {CURRENCY: ("an amount", AMOUNT_FORMS), PERCENT: ("a percentage", PERCENT_FORMS)}
+
+
 def _invalid(kind: str, value: object) -> InvalidValue:
+    if kind in _NOT_A:
+        noun, forms = _NOT_A[kind]
+        return InvalidValue(f"not {noun}: {show_value(value)}; accepted: {', '.join(forms)}")
     return InvalidValue(f"expected {describe_kind(kind)}, got {show_value(value)}")
 
 
@@ -107,9 +138,8 @@ def _number(kind: str, value: object) -> float:
     return number
 
 
-def _decimal(kind: str, text: str, value: object) -> float:
-    if not _DECIMAL_RE.fullmatch(text):
-        raise _invalid(kind, value)
+def _finite(text: str, value: object) -> float:
+    """The float of ``text``, a decimal written as the grammar allows; raise for an overflow."""
     number = float(text)
     if not math.isfinite(number):
         raise InvalidValue(f"{OUT_OF_RANGE}: {show_value(value)}")
@@ -121,21 +151,30 @@ def parse_number(value: object) -> float:
     if is_missing(value):
         return math.nan
     if isinstance(value, str):
-        return _decimal(NUMERIC, value.strip(), value)
+        text = value.strip()
+        if not _DECIMAL_RE.fullmatch(text):
+            raise _invalid(NUMERIC, value)
+        return _finite(text, value)
     return _number(NUMERIC, value)
 
 
 def parse_currency(value: object) -> float:
-    """Parse x12: ``"$6,882.34 "``, ``"$-5,032.58"``, ``"-$5,032.58"``, ``"($5,032.58)"`` → float."""
+    """Parse x12: ``"$6,882.34 "``, ``"$-5,032.58"``, ``"-$5,032.58"``, ``"($5,032.58)"`` → float.
+
+    Strict (AMOUNT_PATTERN): commas only between groups of three digits before the point, one
+    sign, one ``$``; anything else (``"$5.547,78"``, ``"$1,00"``, ``"$$5"``) is invalid, never guessed.
+    """
     if is_missing(value):
         return math.nan
     if not isinstance(value, str):
         return _number(CURRENCY, value)
+    if not _AMOUNT_RE.fullmatch(value):
+        raise _invalid(CURRENCY, value)
+    # Well-formed: without its spaces, "$" and commas it is a decimal ("(…)" is the minus sign).
     text = _WHITESPACE_RE.sub("", value).replace("$", "").replace(",", "")
-    # Accounting notation: parentheses mean a negative amount.
-    if text.startswith("(") and text.endswith(")"):
+    if text.startswith("("):
         text = "-" + text[1:-1]
-    return _decimal(CURRENCY, text, value)
+    return _finite(text, value)
 
 
 def parse_percent(value: object) -> float:
@@ -144,10 +183,9 @@ def parse_percent(value: object) -> float:
         return math.nan
     if not isinstance(value, str):
         return _number(PERCENT, value)
-    text = value.strip()
-    if text.endswith("%"):
-        text = text[:-1].rstrip()
-    return _decimal(PERCENT, text, value)
+    if not _PERCENT_RE.fullmatch(value):
+        raise _invalid(PERCENT, value)
+    return _finite(value.strip().removesuffix("%").rstrip(), value)
 
 
 def parse_category(kind: str, value: object) -> str | None:
@@ -166,13 +204,16 @@ def parse_category(kind: str, value: object) -> str | None:
 _NUMERIC_PARSERS = {NUMERIC: parse_number, CURRENCY: parse_currency, PERCENT: parse_percent}
 
 
-# Bulk route for string cells: the column is joined with newlines, cleaned with C-level string
-# methods, checked against a character class in one regex pass and converted with float().
+# Bulk route for string cells: the column is joined with newlines, amounts checked against
+# their grammar, cleaned with C-level string methods, checked against a character class in one
+# regex pass and converted with float().
 # Restricted to ASCII digits, signs, points, exponents and spaces, float() accepts exactly what
 # _DECIMAL accepts; anything else (a newline inside a cell, accounting parentheses, unicode
 # spaces, null tokens) sends the column to the cell-by-cell route, which is the reference.
 _BULK_CHARS_RE = re.compile(r"[0-9.eE+\- \t\n]*")
 _CURRENCY_DELETE = str.maketrans("", "", "$, \t")
+_AMOUNT_OR_BLANK_RE = re.compile(rf"\s*(?:{_AMOUNT}\s*)?")
+_DIGITS_AS_ZERO = str.maketrans("123456789", "000000000")
 
 
 def _bulk_floats(kind: str, strings: Sequence[str]) -> np.ndarray | None:
@@ -181,6 +222,11 @@ def _bulk_floats(kind: str, strings: Sequence[str]) -> np.ndarray | None:
     if joined.count("\n") != len(strings) - 1:
         return None
     if kind == CURRENCY:
+        # The clean-up glues whatever digits a cell holds: only well-formed amounts may take it.
+        # The grammar treats every digit alike, so each distinct shape (digits as 0) is checked
+        # once: a handful of regex matches instead of one per cell.
+        if not all(map(_AMOUNT_OR_BLANK_RE.fullmatch, set(joined.translate(_DIGITS_AS_ZERO).split("\n")))):
+            return None
         joined = joined.translate(_CURRENCY_DELETE)
     elif kind == PERCENT:
         joined = joined.replace("%\n", "\n").removesuffix("%")

@@ -113,14 +113,21 @@ NUMERIC_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.is_numeric)
 CATEGORICAL_COLUMNS: tuple[str, ...] = tuple(c.name for c in SCHEMA if c.is_categorical)
 
 
+#: What an amount (x12) and percent points (x63) may look like as text, for messages and docs; the
+#: grammar they follow is written in lib.normalize (AMOUNT_PATTERN, PERCENT_PATTERN).
+AMOUNT_FORMS = ("5032.58", "5,032.58", "$5,032.58", "-$5,032.58", "$-5,032.58", "($5,032.58)")
+PERCENT_FORMS = ("36.29", "36.29%", "36.29 %", "-36.29%")
+
+
 def describe_kind(kind: str) -> str:
     """One line for error messages and docs: what a column of ``kind`` accepts."""
     if kind == NUMERIC:
         return "a number or a string holding a decimal number"
     if kind == CURRENCY:
-        return 'an amount such as 5032.58, "$5,032.58", "$-5,032.58" or "($5,032.58)"'
+        return ("an amount: a number, or text such as " + ", ".join(AMOUNT_FORMS)
+                + " (commas only between groups of three digits, one sign, one $)")
     if kind == PERCENT:
-        return 'percent points such as 36.29, "36.29%" or "36.29 %"'
+        return "percent points: a number, or text such as " + ", ".join(PERCENT_FORMS) + " (one sign, one % at the end)"
     return "one of " + ", ".join(LEVELS[kind]) + " (any case" + (
         ", three-letter abbreviations allowed)" if kind in (WEEKDAY, MONTH) else
         (", f/m allowed)" if kind == GENDER else ")")

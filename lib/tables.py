@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from lib.batch import RawBatch, make_batch
 from lib.errors import CellError, PayloadError
-from lib.normalize import EncodedColumn
+from lib.normalize import AMOUNT_PATTERN, PERCENT_PATTERN, EncodedColumn
 from lib.schema import CURRENCY, ID_KEY, LEVELS, NUMERIC, PERCENT, kind_of
 
 PROBABILITY = "probability_positiveclass"
@@ -71,20 +71,32 @@ def column_values(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[Sequenc
     return [None] * len(array), [(i, name, message) for i in present]
 
 
+# Amounts and percentages: every cell that is not blank must be well-formed before the clean-up,
+# which would glue a malformed amount into a number ("$1,00" → 100). RE2 reads lib.normalize's
+# patterns as they are written (its \s is narrower: a unicode space goes the careful route).
+_GRAMMARS = {CURRENCY: f"^(?:{AMOUNT_PATTERN})$", PERCENT: f"^(?:{PERCENT_PATTERN})$"}
+
+
 def _clean_floats(array: pa.ChunkedArray | pa.Array, kind: str) -> np.ndarray | None:
     """A text column of a numeric kind converted by Arrow's kernels when every cell is a plain
     decimal in the kind's accepted form, or blank (missing); else None, and the normaliser's
-    cell-by-cell route decides (a null token, accounting parentheses, unicode, an overflow).
+    cell-by-cell route decides (a malformed amount, a null token, accounting parentheses,
+    unicode, an overflow) and names what is wrong.
 
-    The clean-up is lib.normalize's (numbers trimmed; amounts without ``$``, ``,`` and spaces;
-    percent points trimmed, without a trailing ``%``); Arrow's parser then refuses every text
-    that is not a decimal, except the names of NaN and infinity, which are sent back to the
+    Amounts and percentages are first matched against their grammar (lib.normalize's patterns);
+    the clean-up is then lib.normalize's (numbers trimmed; amounts without ``$``, ``,`` and
+    spaces; percent points trimmed, without a trailing ``%``); Arrow's parser then refuses every
+    text that is not a decimal, except the names of NaN and infinity, which are sent back to the
     normaliser. Both parsers round correctly: the doubles are the same."""
     if kind not in (NUMERIC, CURRENCY, PERCENT):
         return None
     try:
         trimmed = pc.utf8_trim(array, " \t")
         blank = pc.equal(trimmed, "")
+        if kind in _GRAMMARS:
+            well_formed = pc.or_kleene(blank, pc.match_substring_regex(trimmed, _GRAMMARS[kind]))
+            if not pc.all(well_formed, skip_nulls=True, min_count=0).as_py():
+                return None
         text = trimmed
         if kind == CURRENCY:
             for character in "$, \t":  # spaces inside an amount too; a pass only if needed

@@ -18,7 +18,15 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from lib.errors import InvalidValue
 from lib.explain import LOWERS, METHOD, NEUTRAL, RAISES
-from lib.normalize import parse_category, parse_currency, parse_number, parse_percent
+from lib.normalize import (
+    AMOUNT_PATTERN,
+    NUMBER_PATTERN,
+    PERCENT_PATTERN,
+    parse_category,
+    parse_currency,
+    parse_number,
+    parse_percent,
+)
 from lib.schema import (
     ALIASES,
     CURRENCY,
@@ -71,9 +79,7 @@ EXAMPLE_ROW = {
     "x95": 0.403926, "x96": 1.65378726, "x97": 0.00771459, "x98": -32.02164582, "x99": -60.3127828,
 }
 
-# --- JSON Schema patterns (ECMA regex) mirroring the parsers of lib/normalize.py ------------
-
-_DECIMAL = r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?"
+# --- JSON Schema patterns (ECMA regex): lib/normalize.py's grammar, read as it is written ------
 
 
 def _any_case(word: str) -> str:
@@ -91,13 +97,8 @@ def _one_of_words(words) -> str:
 
 _NULL_WORDS = sorted(t for t in NULL_TOKENS if t)
 NULL_PATTERN = rf"^\s*({_one_of_words(_NULL_WORDS)})?\s*$"
-_NUMBER_STRING = {
-    NUMERIC: rf"^\s*{_DECIMAL}\s*$",
-    PERCENT: rf"^\s*{_DECIMAL}\s*%?\s*$",
-    # x12 also takes "$", thousands separators and (accounting) parentheses anywhere: the
-    # pattern only says "digits, signs, $ , . ( ) and spaces"; the description says the rest.
-    CURRENCY: r"^[\s$,+\-().\deE]*\d[\s$,+\-().\deE]*$",
-}
+_NUMBER_STRING = {kind: f"^(?:{pattern})$" for kind, pattern in
+                  ((NUMERIC, NUMBER_PATTERN), (PERCENT, PERCENT_PATTERN), (CURRENCY, AMOUNT_PATTERN))}
 _EXAMPLES = {NUMERIC: [0.042317, "14.75731742"], CURRENCY: ["$5,547.78", "($5,032.58)"], PERCENT: ["36.29%", 36.29]}
 _PARSERS: dict[str, Callable[[object], float]] = {
     NUMERIC: parse_number, CURRENCY: parse_currency, PERCENT: parse_percent,

@@ -16,6 +16,7 @@ import functools
 import io
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -104,18 +105,25 @@ def numeric_cells():
     )
 
 
+_EUROPEAN = str.maketrans(",.", ".,")
+
+
 def currency_cells():
-    """x12: amounts in every notation the source systems use, broken ones, and numeric cells."""
-    amount = st.floats(min_value=0, max_value=1e12, allow_nan=False).map(lambda x: f"{x:,.2f}")
+    """x12: amounts in every notation the source systems use, malformed ones that the strict
+    grammar refuses and a lenient reading would misread (European "5.547,78", commas out of
+    threes, two signs or two "$", "$" last), and numeric cells."""
+    grouped = st.floats(min_value=0, max_value=1e12, allow_nan=False).map(lambda x: f"{x:,.2f}")
+    amount = st.one_of(grouped, grouped, grouped.map(lambda a: a.translate(_EUROPEAN)),
+                       st.from_regex(r"\A[0-9]{1,4}(,[0-9]{1,4}){1,3}(\.[0-9]{0,2})?\Z"))
     notation = st.sampled_from(["${}", "${} ", "$-{}", "-${}", "(${})", "{}", "$ {}", "$$-{}", "({}", "${})",
-                                "$({})", "{}$", "$-({})"])
+                                "$({})", "{}$", "$-({})", "$$${}", "--{}", "+-${}", "$-$ {}", "$ ({})", "${}$"])
     return numeric_cells() | st.builds(lambda fmt, a, pad: pad + fmt.format(a) + pad, notation, amount, padding)
 
 
 def percent_cells():
     """x63: percent points with and without the sign, broken ones, and numeric cells."""
-    notation = st.sampled_from(["{}%", "{} %", "{}", "{}%%", "%{}", "{} % "])
-    return numeric_cells() | st.builds(lambda fmt, x: fmt.format(x), notation, decimal_text)
+    notation = st.sampled_from(["{}%", "{} %", "{}", "{}%%", "%{}", "{} % ", "+-{}%", "{}%{}", "{},5%"])
+    return numeric_cells() | st.builds(lambda fmt, x: fmt.format(x, x), notation, decimal_text)
 
 
 def category_cells(kind: str):
@@ -620,3 +628,23 @@ def test_fuzzed_rows_carry_every_consumed_column_and_every_kind_of_column(consum
     draw()
     assert set(consumed) <= drawn
     assert {kind_of(c) for c in drawn & set(COLUMNS)} == {kind_of(c) for c in COLUMNS}
+
+
+def test_fuzzed_amounts_hold_well_formed_and_malformed_ones():
+    # The strategy draws amounts the grammar accepts and amounts it refuses that the lenient
+    # reading of old ("$", "," and spaces dropped anywhere) would have turned into a number.
+    seen = {"well-formed": 0, "refused, once misread": 0}
+
+    @fuzz_settings(max_examples=300)
+    @given(currency_cells())
+    def draw(cell):
+        if not isinstance(cell, str):
+            return
+        lenient = re.sub(r"\s+", "", cell).replace("$", "").replace(",", "")
+        if cell_is_valid("x12", cell):
+            seen["well-formed"] += 1
+        elif re.fullmatch(r"\(?[+-]?[0-9.]+\)?", lenient):
+            seen["refused, once misread"] += 1
+
+    draw()
+    assert min(seen.values()) >= 10, seen
