@@ -985,10 +985,14 @@ def mutate_text(rng: random.Random, body: bytes, fmt: str) -> Mutant:
 @dataclass
 class Holds:
     """What the test's own decoding found: the rows (JSON-ready dicts), or why there are none.
-    ``rows`` with ``invalid`` set is an NDJSON stream's valid prefix."""
+    ``rows`` with ``invalid`` set is an NDJSON stream's valid prefix; neither set: the test
+    cannot tell (a nesting deeper than Python's recursion allows), any 2xx or 4xx will do.
+    ``refusable`` names the columns of a type the service may refuse cell by cell instead of
+    converting (README: numbers and strings, plain or dictionary-encoded, must be read)."""
 
     rows: list[dict] | None = None
     invalid: str | None = None
+    refusable: tuple[str, ...] = ()
 
 
 UNSUPPORTED = "unsupported"
@@ -1007,31 +1011,45 @@ def _json_ready(value):
     return {UNSUPPORTED: type(value).__name__}
 
 
-def expectations(rows: list[dict]) -> list[list[dict]]:
-    """The JSON rows a 200 may be the answer for: binary cells read as UTF-8 text (when they
-    are UTF-8), or binary cells refused."""
-    def cell(value, as_text: bool):
-        if not isinstance(value, bytes):
-            return value
-        if as_text:
-            return value.decode("utf-8")
-        return {UNSUPPORTED: "binary"}
-
-    if not any(isinstance(v, bytes) for row in rows for v in row.values()):
-        return [rows]
-    refused = [{k: cell(v, False) for k, v in row.items()} for row in rows]
-    try:
-        return [[{k: cell(v, True) for k, v in row.items()} for row in rows], refused]
-    except UnicodeDecodeError:
-        return [refused]
+def _converted(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8")  # UnicodeDecodeError: this way is closed
+    return value
 
 
-def _rows_of(table: pa.Table, wanted: tuple[str, ...]) -> list[dict]:
-    names = [n for n in table.column_names if n in wanted]
+def expectations(found: Holds) -> list[list[dict]]:
+    """The JSON rows a 200 may be the answer for: each column of ``found.refusable`` converted
+    (binary read as UTF-8 text) or refused cell by cell, in every combination."""
+    options = [found.rows]
+    for column in found.refusable:
+        grown = []
+        for rows in options:
+            try:
+                grown.append([{**row, column: _converted(row.get(column))} for row in rows])
+            except UnicodeDecodeError:
+                pass
+            grown.append([{**row, column: None if row.get(column) is None else {UNSUPPORTED: "refused"}}
+                          for row in rows])
+        options = grown
+    return options
+
+
+def _must_convert(kind: pa.DataType) -> bool:
+    """Whether the README promises to read a column of this type: numbers or strings, plain or
+    dictionary-encoded with a signed index."""
+    if pa.types.is_dictionary(kind):
+        return pa.types.is_signed_integer(kind.index_type) and _must_convert(kind.value_type)
+    return (pa.types.is_string(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)
+            or pa.types.is_signed_integer(kind))
+
+
+def _holds_table(table: pa.Table, wanted: tuple[str, ...]) -> Holds:
     if len(set(table.column_names)) != len(table.column_names):
-        raise ValueError(f"duplicated column names {table.column_names}")
+        return Holds(invalid=f"duplicated column names {table.column_names}")
+    names = [n for n in table.column_names if n in wanted]
     columns = {n: [_json_ready(v) for v in table.column(n).to_pylist()] for n in names}
-    return [{n: columns[n][i] for n in names} for i in range(table.num_rows)]
+    return Holds(rows=[{n: columns[n][i] for n in names} for i in range(table.num_rows)],
+                 refusable=tuple(n for n in names if not _must_convert(table.schema.field(n).type)))
 
 
 def decode_arrow(body: bytes, wanted: tuple[str, ...]) -> Holds:
@@ -1043,7 +1061,7 @@ def decode_arrow(body: bytes, wanted: tuple[str, ...]) -> Holds:
         table.validate(full=True)
         for batch in table.to_batches():
             batch.validate(full=True)
-        return Holds(rows=_rows_of(table, wanted))
+        return _holds_table(table, wanted)
     except Exception as exc:  # noqa: BLE001 - whatever the reason, the body does not decode
         return Holds(invalid=f"{type(exc).__name__}: {str(exc)[:200]}")
 
@@ -1067,6 +1085,6 @@ def decode_parquet(body: bytes, wanted: tuple[str, ...]) -> Holds:
                 if chunk.path_in_schema in names and chunk.num_values != group.num_rows:
                     return Holds(invalid=f"{chunk.path_in_schema}: num_values {chunk.num_values} in a row group "
                                          f"of {group.num_rows} rows")
-        return Holds(rows=_rows_of(table, wanted))
+        return _holds_table(table, wanted)
     except Exception as exc:  # noqa: BLE001
         return Holds(invalid=f"{type(exc).__name__}: {str(exc)[:200]}")
