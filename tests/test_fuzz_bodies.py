@@ -566,9 +566,11 @@ def post(session: requests.Session, url: str, fmt: str, body: bytes) -> tuple[in
 
 
 def report(failures: list[Failure], what: str) -> str:
+    """The failures counted by check and mutation kind, then the first SHOWN of them."""
     counts = collections.Counter((f.check, f.mutant.kind) for f in failures)
-    lines = [f"{len(failures)} {what} mishandled (replay: FUZZ_SEED={failures[0].seed}; "
-             f"body = tests.test_fuzz_bodies.mutant(fmt, seed, index)):"]
+    first = failures[0]
+    lines = [f"{len(failures)} {what} mishandled, seed {first.seed} (this run's random seed: FUZZ_SEED={FUZZ_SEED}; "
+             f"a body is tests.test_fuzz_bodies.mutant({first.fmt!r}, {first.seed}, index)):"]
     lines += [f"  {n:4d}  {check} <- {kind}" for (check, kind), n in counts.most_common()]
     lines += ["first ones:"] + [f"  {f.line()}" for f in failures[:SHOWN]]
     return "\n".join(lines)
@@ -674,7 +676,8 @@ def judge_command(code, stderr: str, result, expected: list[dict] | None, found:
                   unreadable: int) -> tuple | None:
     """Whether a run of the file command (or the Spark job) did right by what the file holds."""
     if code == -1 or "Traceback" in stderr:
-        return "traceback", (result or stderr)[-600:]
+        text = result or stderr
+        return "traceback", text[:300] if "let out of main()" in text else text[-600:]
     if code == 0:
         if expected is None:
             return None
@@ -738,7 +741,8 @@ def test_mutated_parquet_files_get_the_api_scores_or_a_one_line_error_from_the_s
         try:
             code = lib.spark.main([str(path), str(output)])
         except Exception as exc:  # noqa: BLE001 - the point: an exception the job let out
-            code, result = -1, f"{type(exc).__name__}: {exc}"
+            # The exception's first line says what it is; the rest is the JVM's stack.
+            code, result = -1, f"{type(exc).__name__} let out of main(): {str(exc).strip()[:300]}"
         else:
             result = None
         stderr = capsys.readouterr().err
