@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -30,6 +32,13 @@ from tests.live_server import PROJECT_DIR, LiveServer
 
 DATA_DIR = PROJECT_DIR / "lib" / "data"
 TEST_JSON = DATA_DIR / TEST_FILE
+#: The random seed of the fuzzed bodies (tests/test_fuzz_bodies.py): FUZZ_SEED, else drawn for this
+#: run; printed in the header (and by .ci/run) so that a failure can be replayed.
+FUZZ_SEED = int(os.environ.get("FUZZ_SEED") or random.SystemRandom().randrange(2**32))
+
+
+def pytest_report_header() -> str:
+    return f"fuzzed bodies: FUZZ_SEED={FUZZ_SEED}"
 
 
 # run_tests.sh builds the data and the artifacts; these fixtures cover a bare `pytest` on a fresh
