@@ -1,5 +1,5 @@
-"""Invalid UTF-8 in a consumed cell of a text body (JSON rows, JSON columns, CSV, NDJSON): a 400
-that names the byte, the line and the key or column, never a 500; in an NDJSON stream after its
+"""Invalid UTF-8 anywhere in a text body (JSON rows, JSON columns, CSV, NDJSON): a 400 that names
+the byte, the line and the key or column, never a 500; in an NDJSON stream after its
 first answer, the documented closing error line (issue 23, item 5)."""
 
 from __future__ import annotations
@@ -68,12 +68,18 @@ def test_a_stream_whose_first_line_is_not_utf8_is_a_json_400(client, row):
     assert "line 1: the line is not valid UTF-8" in response.json["message"]
 
 
-def test_an_unused_column_is_never_decoded(client, row):
-    # Columns the model does not consume are skipped unread (SPEC §5): their bytes change nothing.
-    plain = client.post("/predict", json=row)
-    response = client.post("/predict", data=row_body(row, x0=BAD), content_type="application/json")
-    assert response.status_code == 200
-    assert response.json == plain.json
+@pytest.mark.parametrize(("content_type", "query", "make"), [
+    ("application/json", "", lambda row: row_body(row, x0=BAD)),
+    ("application/json", "", lambda row: row_body(row).replace(b"{", b'{"k' + BAD + b'": 1, ', 1)),
+    ("application/json", "?input=columns", lambda row: b'{"x44": [1], "x0": ["' + BAD + b'"]}'),
+    ("text/csv", "", lambda row: b"x44,x0\n1,a" + BAD + b"\n"),
+    ("application/x-ndjson", "", lambda row: row_body(row, x0=BAD) + b"\n"),
+])
+def test_bytes_that_are_not_utf8_are_refused_in_columns_no_one_reads_too(client, row, content_type, query, make):
+    # Not text is not guessed at, wherever it is: the same 400 as in a consumed cell.
+    response = client.post(f"/predict{query}", data=make(row), content_type=content_type)
+    assert response.status_code == 400, response.data
+    assert "not valid UTF-8: byte " in response.json["message"]
 
 
 @pytest.mark.parametrize(("body", "expected"), [

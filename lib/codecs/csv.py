@@ -7,8 +7,9 @@ What a body must hold, checked as it is parsed:
 - every row with as many cells as the header: a row with more (an amount's grouping comma left
   unquoted, ``Monday,$1,000,5``) or fewer cells would shift values between columns, so it is
   refused with its row number, never guessed;
-- UTF-8 in the converted columns (a byte-order mark at the start is skipped); blank lines are
-  skipped; quoted cells may hold commas, quotes (doubled) and line breaks.
+- UTF-8 everywhere in a body, in the converted columns of a file (a byte-order mark at the start
+  is skipped); blank lines are skipped; quoted cells may hold commas, quotes (doubled) and line
+  breaks.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
-from lib.codecs.text import describe_invalid_csv_utf8
+from lib.codecs.text import describe_invalid_csv_utf8, require_utf8
 from lib.errors import PayloadError
 
 MEDIA_TYPE = "text/csv"
@@ -85,6 +86,7 @@ class CsvDecoder:
     def read(self, body: bytes) -> pa.Table:
         """The wanted columns of a CSV body (those it has), all as strings; PayloadError if it is
         not well-formed CSV."""
+        require_utf8(body, "the CSV body", csv=True)  # every byte: the columns no one reads too
         names = header_names(body[:1 << 16] if len(body) > 1 << 16 else body)
         included = self._included(names)
         ragged = RaggedRows()

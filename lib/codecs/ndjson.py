@@ -5,8 +5,8 @@ A run of lines is decoded in one call (msgspec's ``decode_lines``, the wanted ke
 other key skipped in C). When that fails, or finds other than one object a line (blank lines, two
 objects on one line), the lines are decoded one by one: blank lines are skipped, numbers out of
 float range come through the standard library as infinities for the normaliser to reject, and
-the first line that is not one JSON object ends the run, its number reported, the rows before it
-kept.
+the first line that is not one JSON object (or not UTF-8, anywhere in it) ends the run, its
+number reported, the rows before it kept.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from lib.codecs.json_values import decode_generic, describe_syntax_error, json_type
+from lib.codecs.text import require_utf8
 from lib.errors import PayloadError
 
 MEDIA_TYPE = "application/x-ndjson"
@@ -46,9 +47,14 @@ class LinesDecoder:
 
     def decode(self, chunk: bytes, first_line: int) -> Lines:
         """Decode ``chunk`` (whole lines; line numbers from ``first_line``, counted from 1)."""
+        if not chunk.isascii():
+            try:
+                chunk.decode("utf-8")  # every byte, not only the wanted keys' values
+            except UnicodeDecodeError:
+                return self._decode_line_by_line(chunk, first_line)
         try:
             rows = self._decoder.decode_lines(chunk)
-        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # ValidationError is a DecodeError
+        except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
             return self._decode_line_by_line(chunk, first_line)
         if len(rows) != chunk.count(b"\n") + (not chunk.endswith(b"\n")):
             # Blank lines, or several objects on one line (which decode_lines lets through):
@@ -74,6 +80,7 @@ class LinesDecoder:
         return Lines(values, n_rows, malformed)
 
     def _decode_line(self, line: bytes) -> dict:
+        require_utf8(line, "the line", one_line=True)
         try:
             row = self._decoder.decode(line)
             return {name: getattr(row, a) for name, a in zip(self.names, self._attributes, strict=True)}
@@ -82,8 +89,6 @@ class LinesDecoder:
             decoded = decode_generic(line, one_line=True)
         except msgspec.DecodeError as exc:
             raise PayloadError(f"malformed JSON: {describe_syntax_error(exc)}") from None
-        except UnicodeDecodeError:
-            decoded = decode_generic(line, one_line=True)  # which reports the byte and the key
         except RecursionError:
             raise PayloadError("malformed JSON: nested too deeply") from None
         if not isinstance(decoded, dict):

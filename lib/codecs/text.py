@@ -5,11 +5,26 @@ from __future__ import annotations
 
 import re
 
+from lib.errors import PayloadError
+
 NEWLINE, COMMA = b"\n", b","
 #: The last JSON key before a position: ``"name":`` (names of at most 64 plain characters).
 _KEY_BEFORE = re.compile(rb'"([^"\\\x00-\x1f]{1,64})"\s*:\s*')
 #: How far back from a bad byte to look for the key it belongs to.
 _KEY_WINDOW = 4096
+
+
+def require_utf8(body: bytes, what: str = "the body", csv: bool = False, one_line: bool = False) -> None:
+    """Refuse ``body`` (PayloadError) unless all of it is UTF-8, the columns no one reads too: a
+    body that is not text is not guessed at. ``csv`` and ``one_line`` (a line of a stream) choose
+    how the place is named. Costs a pass over plain ASCII (the common case), a decode else."""
+    if body.isascii():
+        return
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        described = describe_invalid_csv_utf8(body) if csv else describe_invalid_utf8(body, exc, one_line)
+        raise PayloadError(f"{what} is {described}") from None
 
 
 def describe_invalid_utf8(body: bytes, exc: UnicodeDecodeError | None = None, one_line: bool = False) -> str:

@@ -16,7 +16,7 @@ import msgspec
 from lib.batch import RawBatch, make_batch
 from lib.codecs.json_values import decode_generic, describe_syntax_error
 from lib.codecs.limits import DecodeLimits
-from lib.codecs.text import describe_invalid_utf8
+from lib.codecs.text import require_utf8
 from lib.errors import PayloadError
 from lib.schema import ID_KEY
 
@@ -33,6 +33,7 @@ class JsonColumnsReader:
 
     def read(self, body: bytes) -> RawBatch:
         """Turn a JSON columns body into a batch; raise PayloadError / LimitError."""
+        require_utf8(body)  # every byte: the skipped keys' too
         try:
             decoded = self._decoder.decode(body)
         except msgspec.ValidationError:
@@ -41,8 +42,6 @@ class JsonColumnsReader:
             raise PayloadError(f"malformed JSON: {describe_syntax_error(exc, len(body))}") from None
         except RecursionError:
             raise PayloadError("malformed JSON: nested too deeply") from None
-        except UnicodeDecodeError as exc:  # in a consumed cell: skipped arrays are not decoded
-            raise PayloadError(f"the body is {describe_invalid_utf8(body, exc)}") from None
         return self._batch({name: getattr(decoded, name) for name in self._names})
 
     def _read_slowly(self, body: bytes) -> RawBatch:

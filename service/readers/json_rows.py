@@ -17,7 +17,7 @@ import msgspec
 from lib.batch import RawBatch, make_batch
 from lib.codecs.json_values import decode_generic, describe_syntax_error, json_type
 from lib.codecs.limits import DecodeLimits
-from lib.codecs.text import describe_invalid_utf8
+from lib.codecs.text import require_utf8
 from lib.errors import PayloadError
 from lib.schema import ID_KEY
 
@@ -36,6 +36,7 @@ class JsonRowsReader:
 
     def read(self, body: bytes) -> RawBatch:
         """Turn a JSON body into a batch; raise PayloadError / LimitError."""
+        require_utf8(body)  # every byte: the skipped keys' too
         try:
             decoded = self._decoder.decode(body)
         except msgspec.ValidationError:  # a subclass of DecodeError: catch it first
@@ -44,8 +45,6 @@ class JsonRowsReader:
             raise PayloadError(f"malformed JSON: {describe_syntax_error(exc, len(body))}") from None
         except RecursionError:  # msgspec too gives up on deep nesting, even inside skipped keys
             raise PayloadError("malformed JSON: nested too deeply") from None
-        except UnicodeDecodeError as exc:  # in a consumed cell: skipped keys are not decoded
-            raise PayloadError(f"the body is {describe_invalid_utf8(body, exc)}") from None
         rows = decoded if isinstance(decoded, list) else [decoded]
         self.limits.check_rows(len(rows))
         values = [list(map(get, rows)) for get in self._getters]
