@@ -19,9 +19,10 @@ from collections.abc import Sequence
 
 from lib.batch import RawBatch
 from lib.codecs.limits import DecodeLimits
+from lib.codecs.media import ALIASES, CSV, JSON, JSON_COLUMNS, NDJSON
 from lib.errors import PayloadError, UnsupportedMediaError
 from lib.schema import COLUMNS, ID_KEY
-from service.readers import ALIASES, CSV, JSON, JSON_COLUMNS, NDJSON, READERS, media_types
+from service.readers import READERS, media_types
 
 _JSON_START = (b"[", b"{")
 _HEADER_NAMES = frozenset(COLUMNS) | {ID_KEY, "y"}

@@ -13,22 +13,20 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lib.codecs.media import ALIASES, ARROW, JSON, PARQUET
 from lib.errors import CellError
 from lib.scorer import Scores
 from lib.tables import PREDICTED_CLASS, PROBABILITY, REASONS, ROW_ID, result_table
 
 SELECTED_FEATURES = "selected_features"
-JSON = "application/json"
-ARROW = "application/vnd.apache.arrow.stream"
-PARQUET = "application/vnd.apache.parquet"
-NDJSON = "application/x-ndjson"
 ROWS_FORMAT = "rows"
 COLUMNS_FORMAT = "columns"
 #: ``?format=`` values: the layout of a JSON answer.
 FORMATS = (ROWS_FORMAT, COLUMNS_FORMAT)
 #: What ``Accept`` may ask for, first the default; ``application/x-parquet`` is another name.
 ANSWER_TYPES = (JSON, ARROW, PARQUET)
-ANSWER_ALIASES = {"application/x-parquet": PARQUET}
+#: (An Arrow *file* is not what an Arrow answer is: the stream format.)
+ANSWER_ALIASES = {alias: media for alias, media in ALIASES.items() if media == PARQUET}
 
 
 class Answers:

@@ -18,8 +18,9 @@ import orjson
 from werkzeug import Request
 from werkzeug.http import HTTP_STATUS_CODES
 
+from lib.codecs.media import JSON, NDJSON
 from lib.errors import InputError, PayloadError
-from service.answers import ANSWER_ALIASES, ANSWER_TYPES, FORMATS, JSON, NDJSON, ROWS_FORMAT
+from service.answers import ANSWER_ALIASES, ANSWER_TYPES, FORMATS, ROWS_FORMAT
 from service.auth import KEY_NAME
 from service.errors import error_answer
 from service.metrics import Metrics

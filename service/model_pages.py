@@ -14,11 +14,11 @@ from flask import Blueprint, Response, render_template, request
 from werkzeug.exceptions import NotFound
 
 from lib.artifacts import CALIBRATION_FILE, ROC_FILE
+from lib.codecs.media import JSON
 from lib.errors import ArtifactError
 from lib.explain import METHOD as EXPLANATION_METHOD
 from service.model_switch import ModelSwitch
 
-JSON = "application/json"
 HTML = "text/html"
 PICTURES = ((ROC_FILE, "ROC curve per split"), (CALIBRATION_FILE, "Calibration per split"))
 #: The card page loads nothing but its own pictures.

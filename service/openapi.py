@@ -16,6 +16,7 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
+from lib.codecs.media import ARROW, NDJSON, PARQUET
 from lib.errors import InvalidValue
 from lib.explain import LOWERS, METHOD, NEUTRAL, RAISES
 from lib.normalize import (
@@ -50,7 +51,7 @@ from service.auth import protected
 from service.docs_page import LINKS
 from service.errors import allowed_methods
 from service.predictor import EXPLAIN_ALL, PHASES
-from service.readers import ARROW, INPUT_LAYOUTS, NDJSON, PARQUET
+from service.readers import INPUT_LAYOUTS
 
 OPENAPI_VERSION = "3.1.0"
 API_TITLE = "Batch prediction API"

@@ -15,11 +15,12 @@ from typing import Protocol
 
 from lib.artifacts import Stages
 from lib.batch import RawBatch
+from lib.codecs.media import JSON, NDJSON
 from lib.drift import DriftCounts, RangeCheck, count_drift
 from lib.errors import CellError, InputError
 from lib.explain import Explainer
 from lib.scorer import Scores, compile_plan, score_batch
-from service.answers import JSON, NDJSON, ROWS_FORMAT, Answers
+from service.answers import ROWS_FORMAT, Answers
 
 #: ``?explain=`` value asking for every variable's contribution.
 EXPLAIN_ALL = "all"

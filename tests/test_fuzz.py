@@ -24,6 +24,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lib.codecs.media import CSV
 from lib.errors import InvalidValue
 from lib.normalize import parse_category, parse_currency, parse_number, parse_percent
 from lib.schema import (
@@ -41,7 +42,7 @@ from service import keys
 from service.answers import PREDICTED_CLASS as CLASS
 from service.answers import PROBABILITY
 from service.answers import SELECTED_FEATURES as FEATURES
-from service.readers import CSV, accepted_names
+from service.readers import accepted_names
 from tests.live_server import PROJECT_DIR, LiveServer
 
 pytestmark = pytest.mark.server

@@ -40,9 +40,9 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
+from lib.codecs.media import ARROW, CSV, JSON, NDJSON, PARQUET
 from lib.schema import ID_KEY
 from lib.tables import ERROR, PREDICTED_CLASS, PROBABILITY
-from service.readers import ARROW, CSV, JSON, NDJSON, PARQUET
 from service.settings import Settings
 from tests.conftest import FUZZ_SEED, TEST_JSON
 from tests.live_server import LiveServer, wait_for

@@ -25,7 +25,6 @@ import pyarrow.csv as pcsv
 from lib.codecs.text import describe_invalid_csv_utf8, require_utf8
 from lib.errors import PayloadError
 
-MEDIA_TYPE = "text/csv"
 _BOM = b"\xef\xbb\xbf"
 #: Bytes of a file parsed at a time by the file command (memory is bounded by a few blocks).
 FILE_BLOCK_BYTES = 16 << 20

@@ -21,8 +21,6 @@ from lib.codecs.json_values import decode_generic, describe_syntax_error, json_t
 from lib.codecs.text import require_utf8
 from lib.errors import PayloadError
 
-MEDIA_TYPE = "application/x-ndjson"
-
 
 @dataclass(frozen=True)
 class Lines:

@@ -8,20 +8,13 @@ module and one line in ``READERS``; ``preprocess_input_json.py`` picks the reade
 
 from __future__ import annotations
 
+from lib.codecs.media import ALIASES, ARROW, CSV, JSON, JSON_COLUMNS, NDJSON, PARQUET
 from service.readers.arrow_table import ArrowReader
 from service.readers.csv_table import CsvReader
 from service.readers.json_columns import JsonColumnsReader
 from service.readers.json_rows import JsonRowsReader
 from service.readers.ndjson import NdjsonReader
 from service.readers.parquet_file import ParquetReader
-
-JSON = "application/json"
-CSV = "text/csv"
-ARROW = "application/vnd.apache.arrow.stream"
-PARQUET = "application/vnd.apache.parquet"
-NDJSON = "application/x-ndjson"
-#: JSON of column name → array, chosen by ``?input=columns`` (the media type stays JSON).
-JSON_COLUMNS = "application/json;input=columns"
 
 #: format -> reader class (``cls(columns, limits)``, limits a ``lib.codecs.limits.DecodeLimits``).
 READERS = {
@@ -31,16 +24,6 @@ READERS = {
     ARROW: ArrowReader,
     PARQUET: ParquetReader,
     NDJSON: NdjsonReader,
-}
-
-#: Other names clients use for the registered media types.
-ALIASES = {
-    "application/csv": CSV,
-    "text/comma-separated-values": CSV,
-    "application/vnd.apache.arrow.file": ARROW,
-    "application/x-parquet": PARQUET,
-    "application/jsonl": NDJSON,
-    "application/x-jsonlines": NDJSON,
 }
 
 #: ``?input=`` values: how a JSON body lays out its rows.
