@@ -102,7 +102,8 @@ def near_misses(names: Iterable[str], columns: Sequence[str], absent: Collection
             match = next((c for c in columns if _one_edit(lowered, c)), None)
         if match in absent:
             found[name] = match
-    return found
+    order = {column: i for i, column in enumerate(columns)}
+    return dict(sorted(found.items(), key=lambda item: (order[item[1]], item[0])))
 
 
 def name_report(columns: Sequence[str], names: Collection[str] | None) -> ColumnReport:

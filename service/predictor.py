@@ -17,7 +17,7 @@ from lib.artifacts import Stages
 from lib.batch import RawBatch
 from lib.columns import ColumnError, ColumnReport, FarBounds, name_report
 from lib.drift import DriftCounts, RangeCheck, count_drift
-from lib.errors import CellError, InputError
+from lib.errors import ArtifactError, CellError, InputError
 from lib.explain import Explainer
 from lib.scorer import Scores, compile_plan, score_batch
 from service.answers import JSON, NDJSON, ROWS_FORMAT, Answers
@@ -60,8 +60,13 @@ class Predictor:
     def __init__(self, stages: Stages, make_reader: Callable[[Sequence[str]], RequestReader], drift: bool = True):
         """``make_reader(consumed_columns)`` builds the body reader, once."""
         self.plan = compile_plan(stages)
-        self.ranges = RangeCheck.from_manifest(stages.manifest, self.plan.numeric_columns,
-                                               tuple(self.plan.categorical_tables)) if drift else None
+        try:
+            self.ranges = RangeCheck.from_manifest(stages.manifest, self.plan.numeric_columns,
+                                                   tuple(self.plan.categorical_tables)) if drift else None
+        except ArtifactError:
+            # A version trained before manifests kept training ranges still serves, without the
+            # drift counts; its far-outside-training check falls back on the scaler (lib.columns).
+            self.ranges = None
         self.far = FarBounds.from_manifest(stages.manifest, self.plan.numeric_columns, self.plan.center,
                                            self.plan.scale)
         self.reader = make_reader(self.plan.consumed_columns)
