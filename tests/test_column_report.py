@@ -64,7 +64,11 @@ def body_of(form: str, rows: list[dict]) -> bytes:
         writer.writerow(names)
         writer.writerows([["" if row[n] is None else row[n] for n in names] for row in rows])
         return out.getvalue().encode()
-    table = pa.Table.from_pylist(rows)
+    return table_body(form, pa.Table.from_pylist(rows))
+
+
+def table_body(form: str, table: pa.Table) -> bytes:
+    """``table`` as a Parquet file or an Arrow IPC stream."""
     sink = pa.BufferOutputStream()
     if form == "parquet":
         pq.write_table(table, sink)
@@ -185,14 +189,8 @@ DUPLICATES = {
 
 
 def _table_twice(form: str) -> bytes:
-    table = pa.table([pa.array(["monday"]), pa.array([1.0]), pa.array([2.0])], names=["x5", "x12", "x12"])
-    sink = pa.BufferOutputStream()
-    if form == "parquet":
-        pq.write_table(table, sink)
-    else:
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return table_body(form, pa.table([pa.array(["monday"]), pa.array([1.0]), pa.array([2.0])],
+                                     names=["x5", "x12", "x12"]))
 
 
 @pytest.mark.parametrize("form", [*DUPLICATES, "arrow", "parquet"])
