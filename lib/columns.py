@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import msgspec
 import numpy as np
 
 from lib.errors import PayloadError, ServiceError
@@ -144,15 +145,18 @@ def check_first_row(data: bytes, keys: tuple[frozenset[str], re.Pattern], where:
     """Refuse (PayloadError, naming the row ``where``) a first row object of ``data`` that holds
     one of ``keys`` (``key_pattern``) twice.
 
-    The keys are found in the bytes up to the first ``}`` (the first row, unless a cell holds
-    one); one found twice (a cell may hold the key's text) is confirmed by the standard library,
-    which sees every pair."""
+    The keys are found in the bytes up to the first ``}``: the first row, unless a cell holds a
+    nested object, a backslash or a brace in a string, which the bytes before it show (a ``{``, a
+    ``\\``, an odd count of quotes); then, as when a key is found twice (a cell may hold its
+    text), the standard library reads the row and sees every pair."""
     start = data.find(b"{")
     end = data.find(b"}", start + 1)
     if start < 0 or end < 0:
         return
-    found = keys[1].findall(data, start, end)
-    if len(set(found)) == len(found):
+    plain = data.find(b"{", start + 1, end) < 0 and data.find(b"\\", start, end) < 0 \
+        and data.count(b'"', start, end) % 2 == 0
+    found = keys[1].findall(data, start, end) if plain else ()
+    if plain and len(set(found)) == len(found):
         return
     seen: list[list[str]] = []
     text = bytes(data[start:start + _FIRST_ROW_BYTES]).decode("utf-8", "replace")
@@ -174,14 +178,22 @@ def all_none_somewhere(columns: Sequence[Sequence]) -> bool:
     return any(column and column[0] is None and column.count(None) == len(column) for column in columns)
 
 
-def row_keys(decoded: object) -> set[str]:
-    """Every key of the row objects of a decoded body (one object, or an array of them)."""
-    rows = decoded if isinstance(decoded, list) else [decoded]
+def row_keys(data: bytes, lines: bool = False) -> set[str] | None:
+    """Every key of the row objects of ``data`` (one object or an array of them; with ``lines``,
+    one a line), values left undecoded; None if the keys cannot be read."""
+    try:
+        rows = _LINE_KEYS.decode_lines(data) if lines else _ROW_KEYS.decode(data)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None
     names: set[str] = set()
-    for row in rows:
-        if isinstance(row, dict):
-            names.update(row)
+    for row in rows if isinstance(rows, list) else [rows]:
+        names.update(row)
     return names
+
+
+# The keys of row objects, every value skipped (not parsed: a number out of range is no error).
+_ROW_KEYS = msgspec.json.Decoder(dict[str, msgspec.Raw] | list[dict[str, msgspec.Raw]])
+_LINE_KEYS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 @dataclass(frozen=True)
@@ -227,9 +239,10 @@ class FarBounds:
                                                                     self.bounds[1], strict=True)
                     if value < low or value > high}
         with np.errstate(invalid="ignore"):
-            counts = ((numeric < self.low) | (numeric > self.high)).sum(axis=0)
-        if not counts.any():
+            far = (numeric < self.low) | (numeric > self.high)
+        if not far.any():  # half the cost of counting per column, which only a far value needs
             return {}
+        counts = far.sum(axis=0)
         return {column: n for column, n in zip(self.columns, counts.tolist(), strict=True) if n}
 
 
