@@ -4,7 +4,7 @@ scorer, and how readers build it with the row ids checked."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from lib.errors import CellError
@@ -21,13 +21,16 @@ class RawBatch:
 
     ``columns`` maps each consumed column to its ``n_rows`` raw values (absent keys as None);
     ``ids`` holds the client's row ids (None where a row has none); ``errors`` holds problems
-    already found while reading the rows (an invalid ``id``, say).
+    already found while reading the rows (an invalid ``id``, say); ``names`` the column names or
+    keys the rows hold, for the column report (``lib.columns``): None when the reader knows that
+    every consumed column is present and did not collect them.
     """
 
     n_rows: int
     columns: dict[str, Sequence]
     ids: Sequence | None = None
     errors: list[CellError] = field(default_factory=list)
+    names: Collection[str] | None = None
 
     def id_of(self, index: int) -> object:
         """The client id of row ``index``, or None."""

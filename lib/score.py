@@ -29,6 +29,7 @@ from typing import TextIO
 import numpy as np
 import pyarrow as pa
 
+from lib.columns import ColumnReport, FarBounds, name_report
 from lib.errors import ArtifactError, CellError, PayloadError
 from lib.file_readers import CSV, EXTENSIONS, NDJSON, PARQUET, FileReader, format_of, open_reader
 from lib.file_writers import ErrorsWriter, OutputError, OutputWriter, open_writer
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace, stderr: TextIO) -> tuple[Path, Summary]:
     except ArtifactError as exc:
         raise CommandError(f"no model to score with in {args.store}: {exc}", EXIT_MODEL) from None
     try:
-        plan, _ = load_plan(model_dir)
+        plan, manifest = load_plan(model_dir)
     except ArtifactError as exc:
         raise CommandError(f"the model in {model_dir} failed verification: {exc}", EXIT_MODEL) from None
     try:
@@ -134,10 +135,14 @@ def run(args: argparse.Namespace, stderr: TextIO) -> tuple[Path, Summary]:
     except OSError as exc:
         raise CommandError(f"{source}: cannot read it: {exc.strerror}", EXIT_UNREADABLE) from None
     keep = _kept_columns(args.keep, reader)
+    # The API's column report (lib.columns): names from a CSV header or a Parquet schema (an
+    # NDJSON file has none up front), values far outside training counted while scoring.
+    report = name_report(plan.consumed_columns, reader.columns)
+    far = FarBounds.from_manifest(manifest, plan.numeric_columns, plan.center, plan.scale)
     outputs = _open_outputs(output, output_format, args.errors)
     progress = Progress(stderr, reader.total_rows, source.stat().st_size, args.progress_every)
     try:
-        summary = score_file(plan, reader, keep, progress, args.strict, *outputs)
+        summary = score_file(plan, reader, keep, progress, args.strict, *outputs, far=far, report=report)
     except BaseException as exc:
         for out in outputs:
             out.discard()
@@ -152,6 +157,8 @@ def run(args: argparse.Namespace, stderr: TextIO) -> tuple[Path, Summary]:
         progress.close()
     for out in outputs:
         out.commit()
+    if report:
+        print(f"lib.score: warning: {report.describe()}", file=stderr)
     return output, summary
 
 
@@ -212,14 +219,19 @@ def _kept_columns(asked: tuple[str, ...] | None, reader: FileReader) -> tuple[st
 
 
 def score_file(plan: ScoringPlan, reader: FileReader, keep: tuple[str, ...], progress: Progress, strict: bool,
-               writer: OutputWriter, errors_writer: ErrorsWriter | None = None) -> Summary:
+               writer: OutputWriter, errors_writer: ErrorsWriter | None = None, *, far: FarBounds | None = None,
+               report: ColumnReport | None = None) -> Summary:
     """Score every chunk of ``reader`` into ``writer`` with the ``keep`` columns, and each invalid
-    cell into ``errors_writer``; raise CommandError at the first invalid cell if ``strict``."""
+    cell into ``errors_writer``; raise CommandError at the first invalid cell if ``strict``. With
+    ``far`` and ``report``, the values far outside training are counted into ``report.far``."""
     started, cpu_started = time.perf_counter(), time.process_time()
     rows = invalid = positives = 0
     for chunk in reader.chunks(keep):
         scores = score_batch(plan, chunk.batch)
         bad = scores.invalid_rows
+        if far is not None and report is not None:
+            for column, count in far.count(scores.numeric).items():
+                report.far[column] = report.far.get(column, 0) + count
         if bad and strict:
             raise CommandError(_strict_message(scores.errors, rows), EXIT_INVALID)
         writer.write(result_table(scores.probabilities, scores.classes, bad, errors=None if strict else scores.errors),

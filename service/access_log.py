@@ -14,7 +14,7 @@ import orjson
 
 #: The fields of every line, in order.
 FIELDS = ("time", "request_id", "method", "path", "status", "rows", "invalid_rows", "duration_ms",
-          "bytes_in", "bytes_out", "pid", "key")
+          "bytes_in", "bytes_out", "pid", "key", "columns")
 
 
 class AccessLog:
@@ -24,6 +24,6 @@ class AccessLog:
         self.fd = fd
 
     def write(self, line: dict) -> None:
-        """Write ``line`` (the FIELDS; never the payload, never an API key: ``key`` is its name) as
-        one JSON line."""
+        """Write ``line`` (the FIELDS; never the payload, never an API key: ``key`` is its name;
+        ``columns`` the column report of /predict, null when empty) as one JSON line."""
         os.write(self.fd, orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))

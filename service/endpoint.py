@@ -19,9 +19,11 @@ from werkzeug import Request
 from werkzeug.http import HTTP_STATUS_CODES
 
 from lib.codecs.media import JSON, NDJSON
+from lib.columns import ColumnError, ColumnReport
 from lib.errors import InputError, PayloadError
 from service.answers import ANSWER_ALIASES, ANSWER_TYPES, FORMATS, ROWS_FORMAT
 from service.auth import KEY_NAME
+from service.column_report import COLUMN_MODES, column_headers, log_field
 from service.errors import error_answer
 from service.metrics import Metrics
 from service.model_switch import ModelSwitch, ServedModel
@@ -57,28 +59,34 @@ class PredictEndpoint:
         stream_reader = served.predictor.reader.streamed_reader(request.mimetype)
         if stream_reader is not None:
             try:
-                explain = self._stream_options(request, served.predictor)
+                explain, strict = self._stream_options(request, served.predictor)
             except PayloadError as exc:
                 return self._answer_error(exc, rid, started, served.version, environ.get(KEY_NAME), start_response)
-            return self._stream(request, served, stream_reader, explain, rid, started, start_response)
+            return self._stream(request, served, stream_reader, explain, strict, rid, started, start_response)
         headers = [("Content-Type", JSON)]
         rows = invalid_rows = 0
+        report = ColumnReport()
         try:
             result = self._predict(request, served.predictor)
         except Exception as exc:  # every error becomes a JSON answer, as Flask's handlers make them
             if isinstance(exc, InputError):
                 rows, invalid_rows = exc.n_rows, len(exc.invalid_rows)
                 self.metrics.observe_prediction(exc.n_rows, 0, invalid_rows, 0, exc.errors)
+            if isinstance(exc, ColumnError):
+                rows, report = exc.n_rows, exc.report
             status, payload = error_answer(exc, self.settings.max_body_mb, self.settings.max_listed_errors, rid)
             body = orjson.dumps(payload)
         else:
             status, body, rows, invalid_rows = 200, result.body, result.n_rows, result.n_invalid
             self._observe(result)
-            headers = [("Content-Type", result.media_type), ("Server-Timing", server_timing(result.phases))]
+            report = result.columns
+            headers = [("Content-Type", result.media_type), ("Server-Timing", server_timing(result.phases)),
+                       *column_headers(report)]
+        self.metrics.observe_columns(report)
         headers.append(("Content-Length", str(len(body))))
         headers += self.recorder.finish(rid, started, METHOD, PATH, PATH, status, request.content_length or 0,
                                         len(body), rows, invalid_rows, model_version=served.version,
-                                        key=environ.get(KEY_NAME))
+                                        key=environ.get(KEY_NAME), columns=log_field(report))
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", headers)
         return [body]
 
@@ -87,6 +95,7 @@ class PredictEndpoint:
         fmt = _choice(args, "format", FORMATS)
         errors_mode = _choice(args, "errors", ERRORS_MODES)
         layout = _choice(args, "input", INPUT_LAYOUTS)
+        strict = self._strict(args)
         explain = self._explain(args.get("explain"), predictor)
         answer = JSON
         if request.environ.get("HTTP_ACCEPT"):
@@ -95,7 +104,7 @@ class PredictEndpoint:
         with deadline(self.settings.deadline_seconds, self.deadline_message):
             body = read_body(request, self.settings.max_body_bytes)
             return predictor.predict(body, request.mimetype, fmt, inline_errors=errors_mode == "inline",
-                                     explain=explain, layout=layout, answer=answer)
+                                     explain=explain, layout=layout, answer=answer, strict_columns=strict)
 
     def _observe(self, result: Prediction) -> None:
         self.metrics.observe_prediction(result.n_rows, result.n_rows - result.n_invalid, result.n_invalid,
@@ -111,17 +120,21 @@ class PredictEndpoint:
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", headers)
         return [body]
 
-    def _stream_options(self, request: Request, predictor: Predictor) -> int | None:
-        """The query of a streamed request: only ``explain``; every row is answered inline."""
+    def _strict(self, args) -> bool:
+        """Whether a body with a column report is refused: ``?columns=strict`` or REQUIRE_COLUMNS."""
+        return _choice(args, "columns", COLUMN_MODES) == "strict" or self.settings.require_columns
+
+    def _stream_options(self, request: Request, predictor: Predictor) -> tuple[int | None, bool]:
+        """The query of a streamed request: ``explain`` and ``columns``; every row is answered inline."""
         args = request.args if request.environ.get("QUERY_STRING") else {}
         for name, allowed in (("format", ROWS_FORMAT), ("errors", "inline"), ("input", "rows")):
             if args.get(name, allowed) != allowed:
                 raise PayloadError(f"{name}={args[name][:40]!r} does not apply to a stream ({NDJSON}): its answer "
                                    "is NDJSON, one line a row, with an error object in place of an invalid row")
-        return self._explain(args.get("explain"), predictor)
+        return self._explain(args.get("explain"), predictor), self._strict(args)
 
-    def _stream(self, request: Request, served: ServedModel, reader, explain: int | None, rid: str, started: float,
-                start_response: Callable) -> Iterable[bytes]:
+    def _stream(self, request: Request, served: ServedModel, reader, explain: int | None, strict: bool, rid: str,
+                started: float, start_response: Callable) -> Iterable[bytes]:
         """Answer an NDJSON body chunk by chunk (service.streaming) as it arrives."""
         settings = self.settings
         sock = request.environ.get("gunicorn.socket")
@@ -132,21 +145,25 @@ class PredictEndpoint:
         hold_answers = getattr(sock, "hold_answers", None)
         hold = hold_answers(settings.stream_hold_bytes, settings.stream_idle_limit) if hold_answers else None
 
-        def start(status: int, error_body: bytes | None) -> None:
-            headers = [("Content-Type", NDJSON)]
+        def start(status: int, error_body: bytes | None, report: ColumnReport | None = None) -> None:
+            # A stream's headers show the column report of its first chunk; the access line, the whole stream's.
+            headers = [("Content-Type", NDJSON), *column_headers(report or ColumnReport())]
             if error_body is not None:
                 headers = [("Content-Type", JSON), ("Content-Length", str(len(error_body)))]
             start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}",
                            headers + self.recorder.headers(rid, served.version))
 
         def on_end(totals: StreamTotals) -> None:
+            report = totals.columns or ColumnReport()
+            self.metrics.observe_columns(report)
             self.recorder.record(rid, started, METHOD, PATH, PATH, totals.status, totals.bytes_in, totals.bytes_out,
-                                 totals.rows, totals.invalid_rows, key=request.environ.get(KEY_NAME))
+                                 totals.rows, totals.invalid_rows, key=request.environ.get(KEY_NAME),
+                                 columns=log_field(report))
 
         limits = StreamLimits(settings.stream_max_body_mb * MB, settings.stream_timeout, settings.stream_idle_limit,
                               settings.stream_chunk_rows)
         return NdjsonStream(served.predictor, reader, ArrivingBody(request.environ["wsgi.input"], sock), limits,
-                            explain, start, self._observe, on_end, rid, hold)
+                            explain, start, self._observe, on_end, rid, hold, strict)
 
     def _explain(self, value: str | None, predictor: Predictor) -> int | None:
         """How many reasons per row ``?explain=`` asks for: None without it, every one for ``all``."""

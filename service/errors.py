@@ -13,6 +13,7 @@ from http import HTTPStatus
 
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from lib.columns import ColumnError
 from lib.errors import (
     ArtifactError,
     InputError,
@@ -21,6 +22,7 @@ from lib.errors import (
     ServiceError,
     UnsupportedMediaError,
 )
+from service.column_report import refusal_fields
 
 
 class DeadlineError(ServiceError):
@@ -37,6 +39,7 @@ ERROR_STATUS = {
     LimitError: 413,
     UnsupportedMediaError: 415,
     InputError: 422,
+    ColumnError: 422,
     ArtifactError: 503,
     DeadlineError: 504,
 }
@@ -93,6 +96,9 @@ def error_answer(exc: BaseException, max_body_mb: int, max_listed_errors: int,
                 status, str(exc), invalid_row_count=len(exc.invalid_rows), error_count=len(exc.errors),
                 errors=[e.as_dict() for e in listed], errors_truncated=len(listed) < len(exc.errors),
             )
+        if isinstance(exc, ColumnError):
+            return status, {**error_payload(status, str(exc)), "error": "invalid_columns",
+                            **refusal_fields(exc.report)}
         return status, error_payload(status, str(exc))
     if isinstance(exc, RequestEntityTooLarge):
         return 413, error_payload(413, f"the body is over the limit of {max_body_mb} MB per request (MAX_BODY_MB)")

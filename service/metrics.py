@@ -29,6 +29,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from lib.columns import ColumnReport
 from lib.drift import DriftCounts
 from lib.errors import CellError
 from lib.normalize import rejection_reason
@@ -128,6 +129,10 @@ class Metrics:
         self.out_of_range = Counter(
             "predict_column_out_of_range", "Scored values outside the training range, per consumed numeric column",
             ["column"], registry=r)
+        self.column_problems = Counter(
+            "predict_column_problems", "Column report of /predict bodies, per consumed column: absent (requests), "
+            "near_miss (requests with a name that nearly matches it), far_outside_training (values)",
+            ["column", "problem"], registry=r)
         # The info-metric convention (a gauge of 1 whose labels carry the facts): prometheus_client's
         # Info type does not work in multiprocess mode.
         self.model = Gauge("model_info", "The served model (1; 0 for a version this worker switched away from)",
@@ -248,6 +253,22 @@ class Metrics:
                     pending.add(self._missing[column], count)
                 for column, count in drift.out_of_range.items():
                     pending.add(self._out_of_range[column], count)
+
+    def observe_columns(self, report: ColumnReport) -> None:
+        """Count one body's column report (lib.columns): labels are consumed columns only."""
+        if not self.enabled or not report:
+            return
+        counts = [(column, "absent", 1) for column in report.absent]
+        counts += [(column, "near_miss", 1) for column in dict.fromkeys(report.suggestions.values())]
+        counts += [(column, "far_outside_training", n) for column, n in report.far.items()]
+        pending = self._pending()
+        for column, problem, count in counts:
+            child = self._labelled.get((self.column_problems, (column, problem)))
+            if child is None:
+                child = self._labelled[(self.column_problems, (column, problem))] = \
+                    self.column_problems.labels(column, problem)
+            with pending.lock:
+                pending.add(child, count)
 
     def render(self) -> bytes:
         """The Prometheus text exposition, aggregated over workers when under gunicorn."""

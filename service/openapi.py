@@ -17,6 +17,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from lib.codecs.media import ARROW, NDJSON, PARQUET
+from lib.columns import FAR_SPANS
 from lib.errors import InvalidValue
 from lib.explain import LOWERS, METHOD, NEUTRAL, RAISES
 from lib.normalize import (
@@ -48,6 +49,7 @@ from service.answers import (
     SELECTED_FEATURES,
 )
 from service.auth import protected
+from service.column_report import COLUMN_MODES, FAR_HEADER, MISSING_HEADER, SUGGESTIONS_HEADER
 from service.docs_page import LINKS
 from service.errors import allowed_methods
 from service.predictor import EXPLAIN_ALL, PHASES
@@ -237,6 +239,14 @@ ErrorSchema = _OpenSchema.from_dict({
     "error_count": fields.Integer(metadata={"description": "422 only"}),
     "errors": fields.List(fields.Nested(CellErrorSchema), metadata={"description": "422 only, capped"}),
     "errors_truncated": fields.Boolean(metadata={"description": "422 only"}),
+    "absent_columns": fields.List(fields.String(), metadata={
+        "description": "422 invalid_columns only: consumed columns absent from every row"}),
+    "suggestions": fields.List(fields.Nested(_OpenSchema.from_dict({
+        "given": fields.String(required=True), "column": fields.String(required=True),
+        "message": fields.String(required=True)}, name="ColumnSuggestion")), metadata={
+        "description": "422 invalid_columns only: names that nearly match an absent column (did you mean)"}),
+    "far_outside_training": fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={
+        "description": "422 invalid_columns only: per column, values far outside the training range"}),
 }, name="Error")
 
 StreamEndSchema = _OpenSchema.from_dict({
@@ -394,6 +404,14 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
                                                          "default": INPUT_LAYOUTS[0]},
              "description": "how a JSON body lays out its rows: `rows` (an object or an array of objects) or "
                             "`columns` (one object of column name to array of cells, all of one length)"},
+            {"name": "columns", "in": "query", "schema": {"type": "string", "enum": list(COLUMN_MODES),
+                                                           "default": COLUMN_MODES[0]},
+             "description": "`report`: consumed columns absent from every row are scored as missing values and "
+                            "listed in X-Missing-Columns, names that nearly match one (case, spaces, `_`/`-`, "
+                            "one edit) in X-Column-Suggestions, values far outside the training range "
+                            f"(beyond {FAR_SPANS:g} training ranges from it) in X-Far-Outside-Training; "
+                            "`strict` (the setting REQUIRE_COLUMNS=true makes it the rule): any of these is a "
+                            "422 `invalid_columns` listing them, nothing scored"},
             {"name": "explain", "in": "query",
              "schema": {"type": "string", "enum": [*map(str, range(1, n_variables + 1)), EXPLAIN_ALL]},
              "description": f"`N` (1 to {n_variables}) or `{EXPLAIN_ALL}`: each scored row gains `reasons`, its N "
@@ -423,6 +441,16 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
                 **_COMMON_HEADERS,
                 "Server-Timing": {"description": "duration of each phase in ms: " + ", ".join(PHASES),
                                   "schema": {"type": "string"}},
+                MISSING_HEADER: {"description": "only when some are: the consumed columns absent from every row "
+                                                "(scored as missing values), e.g. `x12, x5`",
+                                 "schema": {"type": "string"}},
+                SUGGESTIONS_HEADER: {"description": "only when some are: names of the body that nearly match an "
+                                                    "absent column, e.g. `X12 -> x12, x_5 -> x5` (names shown in "
+                                                    "printable ASCII, `?` for other characters)",
+                                     "schema": {"type": "string"}},
+                FAR_HEADER: {"description": "only when some are: per numeric column, the count of values far "
+                                            "outside the training range, e.g. `x12=1`",
+                             "schema": {"type": "string"}},
             }, "content": {
                 **_json({"anyOf": [
                     {"type": "array", "items": {"anyOf": [_ref("Prediction"), _ref("RowError")]}},
@@ -445,7 +473,9 @@ def openapi_document(max_rows: int, max_body_mb: int, errors_modes: tuple[str, .
                           "CLIENT_IDLE_SECONDS"),
             "413": _error("body or row count over the limit"),
             "415": _error("the body is in none of the accepted formats"),
-            "422": _error("invalid rows (every one listed, up to a cap); nothing scored"),
+            "422": _error("invalid rows (every one listed, up to a cap), or `invalid_columns` with "
+                          "columns=strict or REQUIRE_COLUMNS (absent_columns, suggestions, far_outside_training); "
+                          "nothing scored"),
             "500": _error("unexpected error; the request id identifies it in the logs"),
             "504": _error("the request ran out of time; send fewer rows per request"),
             "default": _error("any other error (404, ...)"),

@@ -16,8 +16,9 @@ from typing import Protocol
 from lib.artifacts import Stages
 from lib.batch import RawBatch
 from lib.codecs.media import JSON, NDJSON
+from lib.columns import ColumnError, ColumnReport, FarBounds, name_report
 from lib.drift import DriftCounts, RangeCheck, count_drift
-from lib.errors import CellError, InputError
+from lib.errors import ArtifactError, CellError, InputError
 from lib.explain import Explainer
 from lib.scorer import Scores, compile_plan, score_batch
 from service.answers import ROWS_FORMAT, Answers
@@ -50,6 +51,8 @@ class Prediction:
     phases: dict[str, float] = field(default_factory=dict)
     drift: DriftCounts | None = None
     media_type: str = JSON
+    #: Absent and nearly matched columns, values far outside training (lib.columns).
+    columns: ColumnReport = field(default_factory=ColumnReport)
 
 
 class Predictor:
@@ -58,8 +61,15 @@ class Predictor:
     def __init__(self, stages: Stages, make_reader: Callable[[Sequence[str]], RequestReader], drift: bool = True):
         """``make_reader(consumed_columns)`` builds the body reader, once."""
         self.plan = compile_plan(stages)
-        self.ranges = RangeCheck.from_manifest(stages.manifest, self.plan.numeric_columns,
-                                               tuple(self.plan.categorical_tables)) if drift else None
+        try:
+            self.ranges = RangeCheck.from_manifest(stages.manifest, self.plan.numeric_columns,
+                                                   tuple(self.plan.categorical_tables)) if drift else None
+        except ArtifactError:
+            # A version trained before manifests kept training ranges still serves, without the
+            # drift counts; its far-outside-training check falls back on the scaler (lib.columns).
+            self.ranges = None
+        self.far = FarBounds.from_manifest(stages.manifest, self.plan.numeric_columns, self.plan.center,
+                                           self.plan.scale)
         self.reader = make_reader(self.plan.consumed_columns)
         self.explainer = Explainer(self.plan)
         self.selected_features = sorted(self.plan.consumed_columns)
@@ -71,8 +81,10 @@ class Predictor:
         return len(self.explainer.variables)
 
     def predict(self, body: bytes, mimetype: str | None, fmt: str = ROWS_FORMAT, inline_errors: bool = False,
-                explain: int | None = None, layout: str = "rows", answer: str = JSON) -> Prediction:
-        """Score every row of ``body``; raise InputError if a row is invalid and not ``inline_errors``.
+                explain: int | None = None, layout: str = "rows", answer: str = JSON,
+                strict_columns: bool = False) -> Prediction:
+        """Score every row of ``body``; raise InputError if a row is invalid and not ``inline_errors``,
+        ColumnError if its column report is not empty and ``strict_columns``.
 
         ``layout`` is how a JSON body lays out its rows (``?input=``), ``answer`` the media type
         of the answer (``Accept``) and ``fmt`` the layout of a JSON answer (``?format=``). With
@@ -83,6 +95,7 @@ class Predictor:
         decoded = time.perf_counter()
         scores = score_batch(self.plan, batch)
         scored = time.perf_counter()
+        columns = self.column_report(batch, scores, strict_columns)
         if scores.errors and not inline_errors:
             raise InputError(scores.errors, batch.n_rows)
         invalid = scores.invalid_rows
@@ -90,23 +103,34 @@ class Predictor:
         answer_body = self.answers.encode(answer, fmt, scores, batch.ids, invalid, reasons, inline_errors)
         encoded = time.perf_counter()
         return self._prediction(answer_body, batch, scores, invalid, (decoded - started, scored - decoded,
-                                                                       encoded - scored), answer)
+                                                                       encoded - scored), answer, columns)
 
-    def predict_batch(self, batch: RawBatch, first_index: int, explain: int | None = None) -> Prediction:
+    def predict_batch(self, batch: RawBatch, first_index: int, explain: int | None = None,
+                      strict_columns: bool = False) -> Prediction:
         """Score one chunk of a stream (already read) and answer it as NDJSON lines, an error
-        object in place of each invalid row (its index counted from ``first_index``)."""
+        object in place of each invalid row (its index counted from ``first_index``); raise
+        ColumnError if the chunk's column report is not empty and ``strict_columns``."""
         started = time.perf_counter()
         scores = score_batch(self.plan, batch)
         scored = time.perf_counter()
+        columns = self.column_report(batch, scores, strict_columns)
         invalid = scores.invalid_rows
         reasons = None if explain is None else self.explainer.reasons(scores, explain, invalid)
         answer_body = self.answers.lines(scores, batch.ids, invalid, reasons, first_index)
         encoded = time.perf_counter()
         return self._prediction(answer_body, batch, scores, invalid, (0.0, scored - started, encoded - scored),
-                                NDJSON)
+                                NDJSON, columns)
+
+    def column_report(self, batch: RawBatch, scores: Scores, strict: bool) -> ColumnReport:
+        """What ``batch`` lacked or held far out (lib.columns); raise ColumnError if ``strict``."""
+        report = name_report(self.plan.consumed_columns, batch.names)
+        report.far = self.far.count(scores.numeric)
+        if strict and report:
+            raise ColumnError(report, batch.n_rows)
+        return report
 
     def _prediction(self, body: bytes, batch: RawBatch, scores: Scores, invalid: set[int],
-                    seconds: tuple[float, float, float], media_type: str) -> Prediction:
+                    seconds: tuple[float, float, float], media_type: str, columns: ColumnReport) -> Prediction:
         """The answered batch with its counts; ``seconds`` are decode, normalise + score, encode."""
         decode, score, encode = seconds
         classes = scores.classes
@@ -122,4 +146,5 @@ class Predictor:
                             strict=True)),
             drift=None if self.ranges is None else count_drift(self.ranges, scores.numeric, scores.codes, invalid),
             media_type=media_type,
+            columns=columns,
         )

@@ -229,12 +229,13 @@ class Recorder:
 
     def finish(self, request_id: str, started: float, method: str, path: str, endpoint: str, status: int,
                bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0, *,
-               model_version: str | None, key: str | None = None) -> list[tuple[str, str]]:
+               model_version: str | None, key: str | None = None, columns: dict | None = None) -> list[tuple[str, str]]:
         """Record one answered request; return the headers to add to its answer. ``model_version``
         is the version the request used (fetched once at its start: a switch may happen meanwhile;
-        None for a request refused before it reached a model); ``key`` the name of its API key."""
+        None for a request refused before it reached a model); ``key`` the name of its API key;
+        ``columns`` its column report's log field."""
         self.record(request_id, started, method, path, endpoint, status, bytes_in, bytes_out, rows, invalid_rows,
-                    key=key)
+                    key=key, columns=columns)
         return self.headers(request_id, model_version)
 
     @staticmethod
@@ -245,9 +246,10 @@ class Recorder:
 
     def record(self, request_id: str, started: float, method: str, path: str, endpoint: str, status: int,
                bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0, *,
-               key: str | None = None) -> None:
+               key: str | None = None, columns: dict | None = None) -> None:
         """The request metrics and the access line of one answered request: ``key`` is the name of
-        its API key (None without one), never the key."""
+        its API key (None without one), never the key; ``columns`` the log field of its column
+        report (service.column_report)."""
         seconds = time.perf_counter() - started
         self.metrics.observe_request(endpoint, method, status, seconds, key)
         if self.access_log is not None:
@@ -256,4 +258,5 @@ class Recorder:
                 "time": round(time.time(), 3), "request_id": request_id, "method": method, "path": path,
                 "status": status, "rows": rows, "invalid_rows": invalid_rows, "duration_ms": round(seconds * 1000, 3),
                 "bytes_in": bytes_in, "bytes_out": bytes_out, "pid": os.getpid(), "key": key,
+                "columns": columns,
             })

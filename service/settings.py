@@ -61,6 +61,9 @@ class Settings:
     model_poll_seconds: float = 2.0
     allow_version_mismatch: bool = False
     max_listed_errors: int = 100
+    # Refuse (422) every /predict body whose column report is not empty (absent or nearly
+    # matched consumed columns, values far outside training), as ?columns=strict does.
+    require_columns: bool = False
     # NDJSON streams (service/streaming.py): body limit in MB (0: none), seconds for a whole
     # stream, seconds of waiting on the client in either direction, rows per chunk, and MB of
     # answers held for a client that sends before it reads (service/answer_hold.py: an answer

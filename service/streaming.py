@@ -33,8 +33,10 @@ from dataclasses import dataclass
 import orjson
 from gunicorn.http.errors import ParseException
 
+from lib.columns import ColumnError, ColumnReport
 from lib.errors import LimitError, PayloadError
 from service.answer_hold import AnswerHold
+from service.column_report import merged
 from service.errors import DeadlineError, error_answer, error_payload
 from service.predictor import Prediction, Predictor
 from service.readers.ndjson import NdjsonReader
@@ -82,6 +84,8 @@ class StreamTotals:
     bytes_out: int = 0
     ended_by: str | None = None
     status: int = 200
+    #: The column report of the rows so far (service.column_report.merged), None before any.
+    columns: ColumnReport | None = None
 
 
 class TooLarge(LimitError):
@@ -104,18 +108,19 @@ def _cut(pieces: list[bytes]) -> tuple[bytes, bytes]:
 class NdjsonStream:
     """The answer of one streamed request: an iterator of NDJSON answer chunks.
 
-    ``start(status, error_body)`` is called once, before the first chunk: with 200 and None when
-    rows were scored, or with an error status and its JSON body when the stream failed before
-    its first answer (then that body is the whole answer). ``on_chunk(prediction)`` sees every
-    scored chunk (metrics), ``on_end(totals)`` runs once at the end, whatever ended it.
-    ``hold`` (None without a socket of the buffered worker) holds the answers the client's socket
-    does not take yet; the server's call of ``close`` sends what it still holds.
+    ``start(status, error_body, report)`` is called once, before the first chunk: with 200, None
+    and the first chunk's column report when rows were scored, or with an error status and its
+    JSON body when the stream failed before its first answer (then that body is the whole answer).
+    ``on_chunk(prediction)`` sees every scored chunk (metrics), ``on_end(totals)`` runs once at the
+    end, whatever ended it. ``hold`` (None without a socket of the buffered worker) holds the
+    answers the client's socket does not take yet; the server's call of ``close`` sends what it
+    still holds.
     """
 
     def __init__(self, predictor: Predictor, reader: NdjsonReader, body: ArrivingBody, limits: StreamLimits,
                  explain: int | None, start: Callable[[int, bytes | None], None],
                  on_chunk: Callable[[Prediction], None], on_end: Callable[[StreamTotals], None],
-                 request_id: str = "", hold: AnswerHold | None = None):
+                 request_id: str = "", hold: AnswerHold | None = None, strict_columns: bool = False):
         self.predictor = predictor
         self.reader = reader
         self.body = body
@@ -126,6 +131,7 @@ class NdjsonStream:
         self.on_end = on_end
         self.request_id = request_id
         self.hold = hold
+        self.strict_columns = strict_columns
         self.totals = StreamTotals()
         self._lines_done = 0  # lines of the body handed to the reader so far
         self._started = False
@@ -148,6 +154,8 @@ class NdjsonStream:
                 if not self._started:
                     raise PayloadError("the body holds no rows: send one JSON object a line")
         except Exception as exc:  # noqa: BLE001 - a bug too ends with the final line (error_answer logs it)
+            if isinstance(exc, ColumnError):
+                self._add_columns(exc.report)
             yield self._end_with(exc)
         finally:  # also when gunicorn closes the stream at a failed write (the client is gone)
             self.on_end(self.totals)
@@ -223,7 +231,8 @@ class NdjsonStream:
         self._lines_done += chunk.count(b"\n")
         answer = b""
         if read.batch.n_rows:
-            prediction = self.predictor.predict_batch(read.batch, self.totals.rows, self.explain)
+            prediction = self.predictor.predict_batch(read.batch, self.totals.rows, self.explain, self.strict_columns)
+            self._add_columns(prediction.columns)
             if self.hold is not None and not self.hold.make_room(len(prediction.body), _beat):
                 raise AnswersUnread(
                     f"the client read no answers for {self.limits.idle_seconds:g} s while over "
@@ -240,10 +249,13 @@ class NdjsonStream:
             return answer + self._final_line(read.malformed)
         return answer
 
+    def _add_columns(self, report: ColumnReport) -> None:
+        self.totals.columns = report if self.totals.columns is None else merged(self.totals.columns, report)
+
     def _send(self, answer: bytes) -> bytes:
         if not self._started:
             self._started = True
-            self.start(200, None)
+            self.start(200, None, self.totals.columns)
         self.totals.bytes_out += len(answer)
         return answer
 

@@ -387,8 +387,22 @@ def test_hand_written_json_with_duplicate_keys_and_raw_numbers(http, server, con
     @fuzzed(http, server, 300, body=raw_rows_body(consumed), inline=st.booleans())
     def check(body, inline):
         response = post(http, server, body, params=INLINE if inline else None)
-        # The standard library reads duplicate keys as the service does: the last one wins.
-        rows = json.loads(body)
+        pairs: dict[int, list[str]] = {}
+
+        def remember(items):
+            row = dict(items)
+            pairs[id(row)] = [key for key, _ in items]
+            return row
+
+        rows = json.loads(body, object_pairs_hook=remember)
+        # A consumed key or id given twice in the first row is a 400 naming it (the service looks
+        # in the first row only); in other rows the last one wins, as the standard library reads it.
+        first = pairs[id(rows[0])]
+        twice = [key for key in first if first.count(key) > 1 and key in {*consumed, ID_KEY}]
+        if twice:
+            assert response.status_code == 400, (body, response.text)
+            assert "twice" in response.json()["message"]
+            return
         check_rows_answer(response, rows, consumed, stages.threshold, inline)
 
 

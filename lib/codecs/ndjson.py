@@ -7,6 +7,10 @@ objects on one line), the lines are decoded one by one: blank lines are skipped,
 float range come through the standard library as infinities for the normaliser to reject, and
 the first line that is not one JSON object (or not UTF-8, anywhere in it) ends the run, its
 number reported, the rows before it kept.
+
+Column names as for JSON rows (``lib.columns``): the keys of a run are collected only when a
+wanted column is None in every line of it (then every line is decoded whole once more), and a
+key given twice is looked for in the first line of each run.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import msgspec
 
 from lib.codecs.json_values import decode_generic, describe_syntax_error, json_type
 from lib.codecs.text import require_utf8
+from lib.columns import all_none_somewhere, check_first_row, key_pattern, row_keys
 from lib.errors import PayloadError
+
+_GENERIC = msgspec.json.Decoder()
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,8 @@ class Lines:
     values: dict[str, list]
     n_rows: int
     malformed: PayloadError | None = None
+    #: The keys the lines hold; None when every wanted column is known to be present.
+    names: set[str] | None = None
 
 
 class LinesDecoder:
@@ -42,6 +51,7 @@ class LinesDecoder:
         row = msgspec.defstruct("Row", [(a, Any, None) for a in self._attributes],
                                 rename=dict(zip(self._attributes, self.names, strict=True)))
         self._decoder = msgspec.json.Decoder(row)
+        self._keys = key_pattern(self.names)
 
     def decode(self, chunk: bytes, first_line: int) -> Lines:
         """Decode ``chunk`` (whole lines; line numbers from ``first_line``, counted from 1)."""
@@ -58,12 +68,14 @@ class LinesDecoder:
             # Blank lines, or several objects on one line (which decode_lines lets through):
             # each line is checked on its own.
             return self._decode_line_by_line(chunk, first_line)
+        check_first_row(chunk, self._keys, f"line {first_line}")
         values = {name: [getattr(row, a) for row in rows] for name, a in zip(self.names, self._attributes, strict=True)}
-        return Lines(values, len(rows))
+        names = row_keys(chunk, lines=True) if all_none_somewhere(list(values.values())) else None
+        return Lines(values, len(rows), names=names)
 
     def _decode_line_by_line(self, chunk: bytes, first_line: int) -> Lines:
         values: dict[str, list] = {name: [] for name in self.names}
-        n_rows, malformed = 0, None
+        n_rows, malformed, names = 0, None, set()
         for number, line in enumerate(chunk.split(b"\n"), start=first_line):
             if not line.strip():
                 continue
@@ -72,16 +84,18 @@ class LinesDecoder:
             except PayloadError as exc:
                 malformed = PayloadError(f"line {number}: {exc}")
                 break
+            names.update(row)
             for name, cells in values.items():
                 cells.append(row.get(name))
             n_rows += 1
-        return Lines(values, n_rows, malformed)
+        return Lines(values, n_rows, malformed, names)
 
     def _decode_line(self, line: bytes) -> dict:
         require_utf8(line, "the line", one_line=True)
         try:
-            row = self._decoder.decode(line)
-            return {name: getattr(row, a) for name, a in zip(self.names, self._attributes, strict=True)}
+            self._decoder.decode(line)
+            # This route is taken for a run that is not one row a line: every key is kept, for names.
+            decoded = _GENERIC.decode(line)
         except msgspec.ValidationError:
             # Not an object, or a number out of float range: the standard library tells which.
             decoded = decode_generic(line, one_line=True)
@@ -91,4 +105,5 @@ class LinesDecoder:
             raise PayloadError("malformed JSON: nested too deeply") from None
         if not isinstance(decoded, dict):
             raise PayloadError(f"expected one JSON object a line (a row), got {json_type(decoded)}")
+        check_first_row(line, self._keys, "the row")
         return decoded

@@ -35,5 +35,7 @@ class ArrowReader:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
             raise PayloadError(f"the body is not a valid Arrow IPC stream: {describe_arrow_error(exc)}") from None
         self.limits.check_rows(table.num_rows)
-        return batch_from_table(table, self.columns)
+        batch = batch_from_table(table, self.columns)
+        batch.names = table.schema.names
+        return batch
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lib.batch import RawBatch
-from lib.codecs.csv import CsvDecoder
+from lib.codecs.csv import CsvDecoder, header_names
 from lib.codecs.limits import DecodeLimits
 from lib.schema import ID_KEY
 from lib.tables import batch_from_table
@@ -25,4 +25,10 @@ class CsvReader:
         """Turn a CSV body into a batch; raise PayloadError / LimitError."""
         table = self._decoder.read(body)
         self.limits.check_rows(table.num_rows)
-        return batch_from_table(table, self.columns)
+        batch = batch_from_table(table, self.columns)
+        batch.names = header_names(body[:_HEADER_BYTES])  # the header's names, for the column report
+        return batch
+
+
+#: Where ``CsvDecoder`` looks for the header row too.
+_HEADER_BYTES = 1 << 16

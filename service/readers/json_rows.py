@@ -4,6 +4,12 @@ A typed msgspec decoder materialises only the consumed columns and ``id`` and sk
 key in C. Bodies it refuses for reasons other than syntax (a number out of float range, say) are
 re-read by the standard library, so that every such cell can be reported as an invalid value
 instead of failing the whole request.
+
+Column names (``lib.columns``): a null and an absent key both decode to None, so the keys the
+rows hold are collected (a generic decode) only when a consumed column is None in every row.
+A consumed key or ``id`` given twice in a row is a 400; msgspec keeps the last one silently, so
+it is looked for in the first row only (``lib.columns.check_first_row``): looking in every row
+costs more than the decode itself.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from lib.batch import RawBatch, make_batch
 from lib.codecs.json_values import decode_generic, describe_syntax_error, json_type
 from lib.codecs.limits import DecodeLimits
 from lib.codecs.text import require_utf8
+from lib.columns import all_none_somewhere, check_first_row, key_pattern, row_keys
 from lib.errors import PayloadError
 from lib.schema import ID_KEY
 
@@ -33,6 +40,7 @@ class JsonRowsReader:
         self._decoder = msgspec.json.Decoder(row | list[row])
         self._getters = [attrgetter(c) for c in self.columns]
         self._get_id = attrgetter(ID_KEY)
+        self._keys = key_pattern((*self.columns, ID_KEY))
 
     def read(self, body: bytes) -> RawBatch:
         """Turn a JSON body into a batch; raise PayloadError / LimitError."""
@@ -47,8 +55,12 @@ class JsonRowsReader:
             raise PayloadError("malformed JSON: nested too deeply") from None
         rows = decoded if isinstance(decoded, list) else [decoded]
         self.limits.check_rows(len(rows))
+        check_first_row(body, self._keys)
         values = [list(map(get, rows)) for get in self._getters]
-        return make_batch(self.columns, len(rows), values, list(map(self._get_id, rows)))
+        batch = make_batch(self.columns, len(rows), values, list(map(self._get_id, rows)))
+        if all_none_somewhere(values):
+            batch.names = row_keys(body)
+        return batch
 
     def _read_slowly(self, body: bytes) -> RawBatch:
         """Generic decode for bodies the typed decoder refused: finds the wrong shape or lets
@@ -61,6 +73,10 @@ class JsonRowsReader:
             if not isinstance(row, dict):
                 raise PayloadError(f"row {i} is not a JSON object (got {json_type(row)})")
         self.limits.check_rows(len(rows))
+        check_first_row(body, self._keys)
         values = [[row.get(c) for row in rows] for c in (*self.columns, ID_KEY)]
-        return make_batch(self.columns, len(rows), values[:-1], values[-1])
+        batch = make_batch(self.columns, len(rows), values[:-1], values[-1])
+        if all_none_somewhere(values[:-1]):
+            batch.names = {key for row in rows for key in row}
+        return batch
 

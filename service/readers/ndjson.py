@@ -40,4 +40,5 @@ class NdjsonReader:
         lines = self._decoder.decode(chunk, first_line)
         values = lines.values
         batch = make_batch(self.columns, lines.n_rows, [values[c] for c in self.columns], values[ID_KEY])
+        batch.names = lines.names
         return Chunk(batch, lines.malformed)

@@ -33,4 +33,6 @@ class ParquetReader:
             table = parquet.read(columns=[n for n in names if n in self.wanted], use_threads=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
             raise PayloadError(f"the body is not a valid Parquet file: {describe_arrow_error(exc)}") from None
-        return batch_from_table(table, self.columns)
+        batch = batch_from_table(table, self.columns)
+        batch.names = names
+        return batch
