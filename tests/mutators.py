@@ -993,6 +993,10 @@ class Holds:
     rows: list[dict] | None = None
     invalid: str | None = None
     refusable: tuple[str, ...] = ()
+    #: Other answers as right as this one: a key given twice inside a row object beyond the first
+    #: row (or a key no one reads given twice) may be refused or read as its last value, since
+    #: the service checks the first row only (README, Column names).
+    alternatives: tuple[Holds, ...] = ()
 
 
 UNSUPPORTED = "unsupported"

@@ -379,7 +379,17 @@ def test_fuzzed_rows_get_one_answer_each_and_errors_exactly_where_due(http, serv
             columns = response.json()
             assert len(columns[PROBABILITY]) == len(columns[CLASS]) == len(rows)
             return
+        if as_object and len(rows) == 1 and looks_like_columns(rows[0], consumed):
+            # One object whose every consumed cell is an array: told to add ?input=columns.
+            assert response.status_code == 400 and "?input=columns" in response.json()["message"]
+            return
         check_rows_answer(response, rows, consumed, threshold, inline)
+
+
+def looks_like_columns(row: dict, consumed: list[str]) -> bool:
+    """Whether a one-row body's consumed cells (at least one) are all arrays, as JSON columns' are."""
+    cells = [row[name] for name in consumed if row.get(name) is not None]
+    return bool(cells) and all(isinstance(cell, list) for cell in cells)
 
 
 

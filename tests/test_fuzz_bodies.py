@@ -225,11 +225,38 @@ def mutant(fmt: str, seed: int, index: int) -> Mutant:
 
 # -- What a body really holds --------------------------------------------------------------------
 
+class Repeated(dict):
+    """An object with a key given twice: its last values, as most decoders (msgspec too) keep."""
+
+    repeated: list[str]
+
+
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
     keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"duplicated keys {sorted(k for k in set(keys) if keys.count(k) > 1)}")
-    return dict(pairs)
+    if len(set(keys)) == len(keys):
+        return dict(pairs)
+    row = Repeated(pairs)
+    row.repeated = sorted(k for k in set(keys) if keys.count(k) > 1)
+    return row
+
+
+def repeated_keys(value) -> list[str]:
+    """Every key given twice in an object at any depth of ``value``."""
+    if isinstance(value, dict):
+        return [*getattr(value, "repeated", []), *(k for v in value.values() for k in repeated_keys(v))]
+    if isinstance(value, list):
+        return [k for v in value for k in repeated_keys(v)]
+    return []
+
+
+def with_repeated_keys(holds: Holds, rows: list[dict], wanted: tuple[str, ...]) -> Holds:
+    """What a body holds whose objects have keys given twice: refused where a wanted key is given
+    twice in the first row (the service checks it), else either refused or read as the last values."""
+    first = rows[0] if rows else {}
+    if set(getattr(first, "repeated", ())) & set(wanted):
+        return Holds(invalid=f"ValueError: duplicated keys {first.repeated} in the first row")
+    refused = Holds(invalid=f"ValueError: duplicated keys {repeated_keys(rows)}")
+    return Holds(rows=holds.rows, invalid=holds.invalid, refusable=holds.refusable, alternatives=(refused,))
 
 
 def _no_constant(name: str):
@@ -271,9 +298,14 @@ def decode_text(body: bytes, fmt: str, wanted: tuple[str, ...]) -> Holds:
             rows = [value] if isinstance(value, dict) else value
             if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
                 raise ValueError("not a row object or an array of row objects")
-            return Holds(rows=[_only(r, wanted) for r in rows])
+            holds = Holds(rows=[_only(r, wanted) for r in rows])
+            return with_repeated_keys(holds, rows, wanted) if repeated_keys(rows) else holds
         if fmt == "json_columns":
-            return _decode_columns(strict_json(body), wanted)
+            value = strict_json(body)
+            if set(getattr(value, "repeated", ())) & set(wanted):
+                raise ValueError(f"duplicated keys {value.repeated}")  # a column given twice: a 400
+            holds = _decode_columns(value, wanted)
+            return with_repeated_keys(holds, [], wanted) if repeated_keys(value) else holds
         return _decode_csv(body, wanted)
     except RecursionError:
         return Holds()
@@ -317,7 +349,10 @@ def _decode_csv(body: bytes, wanted: tuple[str, ...]) -> Holds:
 
 
 def _decode_ndjson(body: bytes, wanted: tuple[str, ...]) -> Holds:
-    rows = []
+    rows: list[dict] = []
+    # A line with a wanted key given twice: the first line is refused (the service checks it);
+    # a later one may end the stream there or be read as its last values.
+    ends: list[Holds] = []
     for number, line in enumerate(body.split(b"\n"), 1):
         if not line.strip(b" \t\r"):
             continue
@@ -325,12 +360,18 @@ def _decode_ndjson(body: bytes, wanted: tuple[str, ...]) -> Holds:
             value = strict_json(line)
             if not isinstance(value, dict):
                 raise ValueError("not a row object")
+            repeated = sorted(set(getattr(value, "repeated", ())) & set(wanted))
+            if repeated and not rows:
+                raise ValueError(f"duplicated keys {repeated}")
         except RecursionError:
             return Holds()
         except ValueError as exc:
-            return Holds(rows=rows, invalid=f"line {number}: {type(exc).__name__}: {str(exc)[:200]}")
+            return Holds(rows=rows, invalid=f"line {number}: {type(exc).__name__}: {str(exc)[:200]}",
+                         alternatives=tuple(ends))
+        if repeated:
+            ends.append(Holds(rows=list(rows), invalid=f"line {number}: ValueError: duplicated keys {repeated}"))
         rows.append(_only(value, wanted))
-    return Holds(rows=rows)
+    return Holds(rows=rows, alternatives=tuple(ends))
 
 
 # -- The workers ---------------------------------------------------------------------------------
@@ -494,7 +535,16 @@ def comparable(answer: dict) -> dict:
 
 
 def judge(fmt: str, status: int, payload, found: Holds, json_answers: JsonAnswers) -> tuple[str, str] | None:
-    """Whether a non-5xx JSON answer is right for what the body holds: (check, why), or None."""
+    """Whether a non-5xx JSON answer is right for what the body holds (or for one of its
+    alternatives): (check, why), or None."""
+    wrong = _judge_holds(fmt, status, payload, found, json_answers)
+    for alternative in found.alternatives if wrong else ():
+        if _judge_holds(fmt, status, payload, alternative, json_answers) is None:
+            return None
+    return wrong
+
+
+def _judge_holds(fmt: str, status: int, payload, found: Holds, json_answers: JsonAnswers) -> tuple[str, str] | None:
     if found.rows is None and found.invalid is None:
         return None
     if fmt == "ndjson":
@@ -708,14 +758,19 @@ def test_mutated_files_get_the_api_scores_or_a_one_line_error_from_the_file_comm
         path = tmp_path / f"body-{index}{FILE_ENDINGS[fmt]}"
         path.write_bytes(body.body)
         found = holds(fmt, body.body, consumed, sandbox)
-        if fmt == "ndjson" and found.invalid is not None:
-            found = Holds(invalid=found.invalid)  # a file is all or nothing: no valid prefix
         ran = sandbox.call("tests.test_fuzz_bodies:score_file", str(path), str(tmp_path / f"out-{index}.parquet"))
         if isinstance(ran, Died):
             failures.append(Failure(fmt, seed, index, body, "the command died", None, ran.how))
             continue
         code, stderr, result = ran
-        verdict = judge_command(code, stderr, result, file_expectations(found, json_answers), found, EXIT_UNREADABLE)
+        verdict = None
+        for holding in (found, *found.alternatives):
+            if fmt == "ndjson" and holding.invalid is not None:
+                holding = Holds(invalid=holding.invalid)  # a file is all or nothing: no valid prefix
+            verdict = judge_command(code, stderr, result, file_expectations(holding, json_answers), holding,
+                                    EXIT_UNREADABLE)
+            if verdict is None:
+                break
         if verdict:
             failures.append(Failure(fmt, seed, index, body, verdict[0], code, verdict[1]))
     assert not failures, report(failures, f"{fmt} files of {FILES[fmt]} through lib.score")
