@@ -104,9 +104,19 @@ def _plain_numbers(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[Sequen
         return pc.cast(array, pa.float64(), safe=False).to_numpy(zero_copy_only=False), []
     if pa.types.is_decimal(data_type):
         return _exact_floats(array).to_numpy(zero_copy_only=False), []
-    text, problems = _short_text(array, name)
+    text, problems, kept = _short_text(array, name)
     numbers = _clean_floats(text, kind_of(name))
-    return (text.to_pylist() if numbers is None else numbers), problems
+    values = text.to_pylist() if numbers is None else numbers
+    if kept is None:
+        return values, problems
+    if isinstance(values, np.ndarray):
+        every = np.full(len(kept), np.nan)
+        every[kept] = values
+        return every, problems
+    cells = [None] * len(kept)
+    for row, value in zip(np.flatnonzero(kept).tolist(), values, strict=True):
+        cells[row] = value
+    return cells, problems
 
 
 def _exact_floats(array: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
@@ -115,23 +125,64 @@ def _exact_floats(array: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Arr
     return pc.cast(pc.cast(array, pa.string()), pa.float64())
 
 
-def _short_text(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[pa.ChunkedArray | pa.Array, _CellProblems]:
-    """A text column as UTF-8 strings (views cast to large strings), checked to be UTF-8, with
-    every cell over MAX_CELL_TEXT bytes nulled and reported instead of being read."""
+def _short_text(array: pa.ChunkedArray | pa.Array, name: str
+                ) -> tuple[pa.ChunkedArray | pa.Array, _CellProblems, np.ndarray | None]:
+    """A text column checked to be UTF-8, as UTF-8 strings (views cast to large strings), without
+    its cells over MAX_CELL_TEXT bytes: those are reported, never copied or read (a cast or a
+    kernel over the whole column would copy every byte of them). Returns the text, the problems,
+    and None when every cell is kept, else which rows the shorter text holds."""
     _check_utf8(array, name)
+    lengths = np.concatenate([value_lengths(chunk) for chunk in _chunks(array)] or [np.empty(0, np.int64)])
+    too_long = (lengths > MAX_CELL_TEXT) & pc.is_valid(array).to_numpy(zero_copy_only=False)
     if pa.types.is_string_view(array.type):
-        array = pc.cast(array, pa.large_string())
-    lengths = pc.binary_length(array)
-    longest = pc.max(lengths).as_py()
-    if longest is None or longest <= MAX_CELL_TEXT:
-        return array, []
-    too_long = pc.fill_null(pc.greater(lengths, MAX_CELL_TEXT), False)
-    rows = np.flatnonzero(too_long.to_numpy(zero_copy_only=False))
-    sizes = lengths.to_numpy(zero_copy_only=False)[rows].tolist()
-    expected = describe_kind(kind_of(name))
-    problems = [(row, name, f"expected {expected}, got a text of {size:,} bytes (over {MAX_CELL_TEXT}: not read)")
-                for row, size in zip(rows.tolist(), sizes, strict=True)]
-    return pc.if_else(too_long, pa.scalar(None, array.type), array), problems
+        array = _cast_views(array, too_long)
+    kept, problems = None, []
+    if too_long.any():
+        kept = ~too_long
+        array = array.filter(pa.array(kept))
+        expected = describe_kind(kind_of(name))
+        messages: dict[int, str] = {}  # one message per length, shared by its rows
+        for row in np.flatnonzero(too_long).tolist():
+            size = int(lengths[row])
+            if size not in messages:
+                messages[size] = f"expected {expected}, got a text of {size:,} bytes (over {MAX_CELL_TEXT}: not read)"
+            problems.append((row, name, messages[size]))
+    return array, problems, kept
+
+
+def _cast_views(array: pa.ChunkedArray | pa.Array, too_long: np.ndarray) -> pa.ChunkedArray | pa.Array:
+    """A string_view column as large strings, its ``too_long`` cells null: views cannot be
+    filtered, so those are nulled in place (the views and their text untouched, only the
+    validity bitmap is new) and the cast copies the other cells only."""
+    chunks, start = [], 0
+    for chunk in _chunks(array):
+        dropped = too_long[start:start + len(chunk)]
+        start += len(chunk)
+        if dropped.any():
+            kept = pc.is_valid(chunk).to_numpy(zero_copy_only=False) & ~dropped
+            validity = pa.py_buffer(np.packbits(kept, bitorder="little"))
+            views = chunk.buffers()[1].slice(chunk.offset * 16, len(chunk) * 16)  # a view is 16 bytes
+            chunk = pa.Array.from_buffers(chunk.type, len(chunk), [validity, views, *chunk.buffers()[2:]])
+        chunks.append(pc.cast(chunk, pa.large_string()))
+    return pa.chunked_array(chunks, pa.large_string()) if isinstance(array, pa.ChunkedArray) else chunks[0]
+
+
+def value_lengths(array: pa.Array) -> np.ndarray:
+    """Each cell's length in bytes for a column of text (plain, large or view; whatever a null
+    slot holds), read from its offsets or views without touching the text; zeros for other types."""
+    t = pa.types
+    span = slice(array.offset, array.offset + len(array))
+    if not len(array):
+        return np.zeros(0, dtype=np.int64)
+    if t.is_string_view(array.type) or t.is_binary_view(array.type):
+        views = np.frombuffer(array.buffers()[1], dtype=np.int32).reshape(-1, 4)
+        return views[span, 0].astype(np.int64)
+    narrow = t.is_string(array.type) or t.is_binary(array.type)
+    if narrow or t.is_large_string(array.type) or t.is_large_binary(array.type):
+        width = np.int32 if narrow else np.int64
+        offsets = np.frombuffer(array.buffers()[1], dtype=width)[array.offset:array.offset + len(array) + 1]
+        return np.diff(offsets).astype(np.int64, copy=False)
+    return np.zeros(len(array), dtype=np.int64)
 
 
 def _check_utf8(array: pa.ChunkedArray | pa.Array, name: str) -> None:
@@ -188,10 +239,11 @@ def _encoded(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[Sequence, _C
     kept = []  # the dictionaries seen, alive until the end: their addresses are their identities
     indices, problems, offset = [], [], 0
     for chunk in _chunks(array):
+        chosen = None  # the rows a plain chunk's short text holds (None: all of them)
         if pa.types.is_dictionary(chunk.type):
             encoded = chunk
         else:
-            text, chunk_problems = _short_text(chunk, name) if _is_text(chunk.type) else (chunk, [])
+            text, chunk_problems, chosen = _short_text(chunk, name) if _is_text(chunk.type) else (chunk, [], None)
             problems += [(offset + row, column, message) for row, column, message in chunk_problems]
             encoded = pc.dictionary_encode(text)
         kept.append(encoded.dictionary)
@@ -199,6 +251,10 @@ def _encoded(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[Sequence, _C
         if start == len(values):
             values += _distinct_cells(encoded.dictionary, name)
         positions = _indices(encoded, name)
+        if chosen is not None:
+            every = np.full(len(chosen), -1, dtype=np.intp)
+            every[chosen] = positions
+            positions = every
         indices.append(np.where(positions >= 0, positions + start, -1))
         offset += len(chunk)
     rows = np.concatenate(indices) if indices else np.empty(0, dtype=np.intp)

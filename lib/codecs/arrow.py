@@ -35,6 +35,7 @@ import pyarrow as pa
 from lib.codecs.limits import DecodeLimits
 from lib.errors import PayloadError
 from lib.schema import ID_KEY
+from lib.tables import value_lengths
 
 ARROW_FILE_MAGIC = b"ARROW1"
 _FILE_TRAILER = 4 + len(ARROW_FILE_MAGIC)  # the footer's length (int32), then the magic
@@ -315,27 +316,9 @@ def text_bytes(array: pa.Array) -> int:
     indices pick) spells out once every row is materialised: what a cast or a list of Python
     strings of it would take. Views and dictionaries can point many rows at one value, so this
     can be far more than the body holds."""
+    valid = np.asarray(array.is_valid(), dtype=bool)
     if pa.types.is_dictionary(array.type):
-        lengths = _value_lengths(array.dictionary)
-        if lengths is None:
-            return 0
+        lengths = value_lengths(array.dictionary)
         indices = array.indices.to_numpy(zero_copy_only=False)
-        valid = np.asarray(array.is_valid(), dtype=bool)
         return int(lengths[indices[valid].astype(np.intp)].sum())
-    lengths = _value_lengths(array)
-    return 0 if lengths is None else int(lengths[np.asarray(array.is_valid(), dtype=bool)].sum())
-
-
-def _value_lengths(array: pa.Array) -> np.ndarray | None:
-    """Each value's length in bytes (whatever is in a null slot), or None for a column not of text."""
-    t = pa.types
-    if t.is_string_view(array.type) or t.is_binary_view(array.type):
-        views = np.frombuffer(array.buffers()[1], dtype=np.int32).reshape(-1, 4)
-        return views[array.offset:array.offset + len(array), 0].astype(np.int64)
-    if t.is_string(array.type) or t.is_binary(array.type):
-        offsets = np.frombuffer(array.buffers()[1], dtype=np.int32)[array.offset:array.offset + len(array) + 1]
-        return np.diff(offsets).astype(np.int64)
-    if t.is_large_string(array.type) or t.is_large_binary(array.type):
-        offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[array.offset:array.offset + len(array) + 1]
-        return np.diff(offsets)
-    return None
+    return int(value_lengths(array)[valid].sum())
