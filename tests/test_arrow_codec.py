@@ -215,12 +215,14 @@ def test_invalid_utf8_in_a_text_cell_is_a_400_naming_the_column(live, worker):
     assert "utf8" in message.lower().replace("-", "")
 
 
-def test_a_dictionary_of_string_views_scores_as_json(live, worker):
-    # main: 500.
-    days = ["monday", "sun", None, "Tue", "funday"]
-    column = pa.array(days).dictionary_encode().cast(pa.dictionary(pa.int32(), pa.string_view()))
-    rows = [{"id": i, "x5": day, "x44": 1.0} for i, day in enumerate(days)]
-    body = arrow_bodies.stream(pa.table({"id": range(5), "x5": column, "x44": [1.0] * 5}))
+def test_dictionaries_of_string_views_score_as_json(live, worker):
+    # main: 500 (a numeric column or the ids: their dictionary was cast to its value type).
+    columns = {"id": ["a", "b", None, "b", "c"], "x5": ["monday", "sun", None, "Tue", "funday"],
+               "x12": ["$1", "($2.50)", None, "$1", "$-3"]}
+    view = pa.dictionary(pa.int32(), pa.string_view())
+    body = arrow_bodies.stream(pa.table({name: pa.array(cells).dictionary_encode().cast(view)
+                                         for name, cells in columns.items()}))
+    rows = [dict(zip(columns, cells, strict=True)) for cells in zip(*columns.values(), strict=True)]
     assert arrow_outcomes(live, body) == json_outcomes(live, rows)
 
 
@@ -327,3 +329,43 @@ def test_every_cell_type_scores_as_json_or_is_refused_naming_column_and_type(cli
     for _, _, message in cells:
         assert message.startswith(expected) and message.endswith(": send numbers or strings"), message
     assert [outcome[1] for outcome in got if outcome[0] == "invalid"] == [((column, text),) for _, _, text in cells]
+
+
+# -- Framing -------------------------------------------------------------------------------------------------
+
+def _framing_cases() -> list[tuple[str, bytes, str]]:
+    data = pa.table({"x44": [1.0, 2.0]})
+    body, file = arrow_bodies.stream(data), arrow_bodies.stream(data, file=True)
+    schema_only = arrow_bodies.stream([pa.record_batch({"x44": pa.array([], type=pa.float64())})])
+    [(_, _, schema_end), *_] = arrow_bodies.message_spans(body)
+    return [
+        ("truncated", body[:-20], "the body is not a valid Arrow IPC stream: "),
+        ("garbage", b"\xff\xff\xff\xff\x10\x00\x00\x00" + b"\x00" * 16, "the body is not a valid Arrow IPC stream: "),
+        ("no rows", schema_only, "the body holds no rows"),
+        ("a batch first", body[:8] + body[schema_end:], "the body is not a valid Arrow IPC stream: "),
+        ("file without its end", file[:-6],
+         "the body is not a valid Arrow IPC file: it does not end with the ARROW1 magic"),
+        ("file footer out of range", file[:-10] + b"\xff\xff\xff\x7f" + file[-6:],
+         "the body is not a valid Arrow IPC file: its footer length is out of range"),
+    ]
+
+
+@pytest.mark.parametrize(("case", "body", "message"), _framing_cases(), ids=[case for case, _, _ in _framing_cases()])
+def test_a_malformed_stream_or_file_is_a_400_naming_the_problem(client, case, body, message):
+    answer = client.post("/predict", data=body, content_type=ARROW)
+    assert answer.status_code == 400, answer.json
+    assert answer.json["message"].startswith(message), answer.json["message"]
+
+
+def test_many_small_batches_score_as_json_and_too_many_are_a_413(client):
+    rows = ROWS[:40]
+    batches = forms.table(rows).to_batches(max_chunksize=3)
+    answer = client.post(f"/predict?{INLINE}", data=arrow_bodies.stream(batches), content_type=ARROW)
+    expected = client.post(f"/predict?{INLINE}", data=forms.dumps(rows), content_type=forms.JSON)
+    assert outcomes(answer.status_code, answer.content_type, answer.data) == outcomes(
+        200, expected.content_type, expected.data)
+    empty = pa.record_batch({"x44": pa.array([], type=pa.float64())})
+    answer = client.post("/predict", data=arrow_bodies.stream([empty] * 10_001), content_type=ARROW)
+    assert answer.status_code == 413
+    assert answer.json["message"] == ("the Arrow body holds more than 10,000 record batches and dictionaries: "
+                                      "send fewer, larger batches")

@@ -33,11 +33,15 @@ import numpy as np
 import pyarrow as pa
 
 from lib.codecs.limits import DecodeLimits
-from lib.errors import PayloadError
+from lib.errors import LimitError, PayloadError
 from lib.schema import ID_KEY
 from lib.tables import value_lengths
 
 ARROW_FILE_MAGIC = b"ARROW1"
+#: Record batches and dictionaries per body: each costs Python work whatever it holds (an empty
+#: batch too), so a body of many tiny ones would hold a worker for minutes; honest writers send
+#: a few large batches (100,000 rows in batches of 20 are 5,000 messages).
+MAX_MESSAGES = 10_000
 _FILE_TRAILER = 4 + len(ARROW_FILE_MAGIC)  # the footer's length (int32), then the magic
 _FILE_HEADER = 8  # the magic, padded to 8 bytes
 # Message.fbs: the MessageHeader union's type codes.
@@ -234,7 +238,13 @@ class ArrowDecoder:
             batches.append(batch)
         self.limits.check_rows(n_rows)
         projected = pa.schema([schema.field(i) for i in included])
-        return pa.Table.from_batches(batches, schema=projected)
+        table = pa.Table.from_batches(batches, schema=projected)
+        if len(batches) == 1:
+            return table
+        # lib.tables works chunk by chunk: many small batches would cost Python per batch and
+        # column. One chunk per column, except dictionaries: each batch's indices mean its own.
+        return pa.Table.from_arrays([column if pa.types.is_dictionary(column.type) else column.combine_chunks()
+                                     for column in table.columns], schema=projected)
 
     def _check_messages(self, stream: pa.Buffer, budget: _Budget) -> tuple[pa.Schema, list[int], list[int]]:
         """Pass 1, headers only: the schema, the indices of the wanted fields, and each record
@@ -249,15 +259,19 @@ class ArrowDecoder:
                                "message, not the schema")
         schema = pa.ipc.read_schema(first)
         included = [i for i, name in enumerate(schema.names) if name in self.wanted]
+        spans = _Spans(schema, included)
         lengths = []
         for number, message in enumerate(messages, start=1):
+            if number > MAX_MESSAGES:
+                raise LimitError(f"the Arrow body holds more than {MAX_MESSAGES:,} record batches and dictionaries: "
+                                 "send fewer, larger batches")
             header = _read_header(message.metadata.to_pybytes())
             if header.kind == _DICTIONARY_BATCH:
                 # Every dictionary is decoded, consumed column or not: all of it counts.
                 budget.charge(_decoded_size(message.body, header.buffers, header.compressed),
                               f"dictionary {header.dictionary_id}")
             elif header.kind == _RECORD_BATCH:
-                budget.charge(self._wanted_size(schema, included, header, message.body),
+                budget.charge(self._wanted_size(spans, header, message.body),
                               f"record batch {len(lengths)}")
                 lengths.append(max(header.length, 0))
             else:
@@ -266,18 +280,36 @@ class ArrowDecoder:
         return schema, included, lengths
 
     @staticmethod
-    def _wanted_size(schema: pa.Schema, included: list[int], header: _Header, body: pa.Buffer) -> int:
-        variadic = iter(header.variadic_counts)
-        spans, start = [], 0
-        for field in schema:
-            count = _buffer_count(field.type, variadic)
-            spans.append((start, start + count))
-            start += count
-        if start != len(header.buffers):
+    def _wanted_size(spans: _Spans, header: _Header, body: pa.Buffer) -> int:
+        wanted = spans.of(header)
+        if wanted is None:
             # Not the schema's layout: pyarrow will refuse the batch; until then count it all.
             return _decoded_size(body, header.buffers, header.compressed)
-        return sum(_decoded_size(body, header.buffers[spans[i][0]:spans[i][1]], header.compressed)
-                   for i in included)
+        return sum(_decoded_size(body, header.buffers[start:end], header.compressed) for start, end in wanted)
+
+
+class _Spans:
+    """Where each wanted field's buffers are among a record batch's: fixed by the schema, except
+    for the data buffers of view columns, which each batch counts (so kept per such count)."""
+
+    def __init__(self, schema: pa.Schema, included: list[int]):
+        self.schema = schema
+        self.included = included
+        self.known: dict[tuple[int, ...], tuple[int, list[tuple[int, int]]]] = {}
+
+    def of(self, header: _Header) -> list[tuple[int, int]] | None:
+        """The wanted fields' (start, end) among ``header``'s buffers; None if they do not add up."""
+        key = tuple(header.variadic_counts)
+        if key not in self.known:
+            variadic = iter(key)
+            spans, start = [], 0
+            for field in self.schema:
+                count = _buffer_count(field.type, variadic)
+                spans.append((start, start + count))
+                start += count
+            self.known[key] = (start, [spans[i] for i in self.included])
+        total, wanted = self.known[key]
+        return wanted if total == len(header.buffers) else None
 
 
 def _validate(batch: pa.RecordBatch, number: int) -> None:
