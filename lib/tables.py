@@ -133,7 +133,9 @@ def _short_text(array: pa.ChunkedArray | pa.Array, name: str
     and None when every cell is kept, else which rows the shorter text holds."""
     _check_utf8(array, name)
     lengths = np.concatenate([value_lengths(chunk) for chunk in _chunks(array)] or [np.empty(0, np.int64)])
-    too_long = (lengths > MAX_CELL_TEXT) & pc.is_valid(array).to_numpy(zero_copy_only=False)
+    too_long = lengths > MAX_CELL_TEXT
+    if too_long.any():  # a null slot may span bytes too: only the present cells count
+        too_long &= pc.is_valid(array).to_numpy(zero_copy_only=False)
     if pa.types.is_string_view(array.type):
         array = _cast_views(array, too_long)
     kept, problems = None, []

@@ -229,6 +229,9 @@ class ArrowDecoder:
             self.limits.check_more_rows(n_rows + declared)
             try:
                 batch = reader.read_next_batch()
+            except StopIteration:  # pass 1 counted one more: the stream cannot be what it read
+                raise PayloadError("the body is not a valid Arrow IPC stream: it ends before its "
+                                   "record batches") from None
             except ARROW_ERRORS as exc:
                 raise PayloadError(f"the body is not a valid Arrow IPC stream: {describe_arrow_error(exc)}") from None
             _validate(batch, len(batches))
