@@ -5,18 +5,24 @@ One conversion for every columnar source: the API's Arrow and Parquet bodies, th
 
 - a column of numbers (any integer or floating type; nulls are missing) feeding a numeric,
   currency or percent variable is taken as float64 in one step, exactly the doubles JSON
-  numbers decode to;
-- a column of strings, plain or dictionary-encoded, holds the messy forms (``"$5,547.78"``,
-  ``"36.29%"``, ``"Monday"``) and goes through the same normaliser as JSON strings; so do
-  numbers in a categorical column (and are refused, as in JSON);
-- a column of any other type (booleans, dates, lists, binary, ...) is an invalid cell in every
-  row where it is not null, naming the column and the type;
+  numbers decode to; decimals as the doubles their text parses to (as a JSON number's);
+- a column of strings (``string``, ``large_string``, ``string_view``), plain or
+  dictionary-encoded, holds the messy forms (``"$5,547.78"``, ``"36.29%"``, ``"Monday"``) and
+  goes through the same normaliser as JSON strings; so do numbers in a categorical column (and
+  are refused, as in JSON). A text cell over MAX_CELL_TEXT bytes is refused unread; text that
+  is not UTF-8 is a PayloadError naming the column;
+- a dictionary-encoded column (any index type, values of any usable type) is converted through
+  its dictionary: each distinct value once, then taken by index, never a value per row;
+- a column of any other type (booleans, binary, dates, timestamps, durations, lists, structs,
+  maps, extension types, ...) is an invalid cell in every row where it is not null, naming the
+  column and the type; a column of the null type is missing values;
 - only the consumed columns and ``id`` are ever converted; the others stay untouched buffers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +31,7 @@ import pyarrow.compute as pc
 from lib.batch import RawBatch, make_batch
 from lib.errors import CellError, PayloadError
 from lib.normalize import EncodedColumn, normalize_numeric
-from lib.schema import CURRENCY, ID_KEY, LEVELS, NUMERIC, PERCENT, describe_kind, kind_of
+from lib.schema import CURRENCY, ID_KEY, LEVELS, NUMERIC, PERCENT, kind_of
 
 PROBABILITY = "probability_positiveclass"
 PREDICTED_CLASS = "predicted_class"
@@ -104,19 +110,22 @@ def _plain_numbers(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[Sequen
         return pc.cast(array, pa.float64(), safe=False).to_numpy(zero_copy_only=False), []
     if pa.types.is_decimal(data_type):
         return _exact_floats(array).to_numpy(zero_copy_only=False), []
-    text, problems, kept = _short_text(array, name)
+    text, long_cells = _short_text(array, name)
     numbers = _clean_floats(text, kind_of(name))
     values = text.to_pylist() if numbers is None else numbers
-    if kept is None:
-        return values, problems
-    if isinstance(values, np.ndarray):
-        every = np.full(len(kept), np.nan)
-        every[kept] = values
-        return every, problems
-    cells = [None] * len(kept)
-    for row, value in zip(np.flatnonzero(kept).tolist(), values, strict=True):
+    if not long_cells:
+        return values, []
+    # Every cell for the normaliser's careful route, the long ones as LongText (it refuses them).
+    cells: list = [None] * len(array)
+    short_rows = np.ones(len(array), dtype=bool)
+    short_rows[list(long_cells)] = False
+    if isinstance(values, np.ndarray):  # NaN was a missing cell: None, as the careful route takes it
+        values = [None if value != value else value for value in values.tolist()]
+    for row, value in zip(np.flatnonzero(short_rows).tolist(), values, strict=True):
         cells[row] = value
-    return cells, problems
+    for row, cell in long_cells.items():
+        cells[row] = cell
+    return cells, []
 
 
 def _exact_floats(array: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
@@ -125,12 +134,23 @@ def _exact_floats(array: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Arr
     return pc.cast(pc.cast(array, pa.string()), pa.float64())
 
 
+@dataclass(frozen=True)
+class LongText:
+    """A text cell over MAX_CELL_TEXT bytes, handed on in place of its text: the normaliser refuses
+    it as it refuses any value that is not text or a number, and its message shows the length."""
+
+    size: int
+
+    def __repr__(self) -> str:
+        return f"<text of {self.size:,} bytes>"
+
+
 def _short_text(array: pa.ChunkedArray | pa.Array, name: str
-                ) -> tuple[pa.ChunkedArray | pa.Array, _CellProblems, np.ndarray | None]:
+                ) -> tuple[pa.ChunkedArray | pa.Array, dict[int, LongText]]:
     """A text column checked to be UTF-8, as UTF-8 strings (views cast to large strings), without
-    its cells over MAX_CELL_TEXT bytes: those are reported, never copied or read (a cast or a
-    kernel over the whole column would copy every byte of them). Returns the text, the problems,
-    and None when every cell is kept, else which rows the shorter text holds."""
+    its cells over MAX_CELL_TEXT bytes, which are never copied or read (a cast or a kernel over
+    the whole column would copy every byte of them). Returns the shorter text and ``{row:
+    LongText}`` for the cells left out (the text holds the other rows, in order)."""
     _check_utf8(array, name)
     lengths = np.concatenate([value_lengths(chunk) for chunk in _chunks(array)] or [np.empty(0, np.int64)])
     too_long = lengths > MAX_CELL_TEXT
@@ -138,18 +158,13 @@ def _short_text(array: pa.ChunkedArray | pa.Array, name: str
         too_long &= pc.is_valid(array).to_numpy(zero_copy_only=False)
     if pa.types.is_string_view(array.type):
         array = _cast_views(array, too_long)
-    kept, problems = None, []
-    if too_long.any():
-        kept = ~too_long
-        array = array.filter(pa.array(kept))
-        expected = describe_kind(kind_of(name))
-        messages: dict[int, str] = {}  # one message per length, shared by its rows
-        for row in np.flatnonzero(too_long).tolist():
-            size = int(lengths[row])
-            if size not in messages:
-                messages[size] = f"expected {expected}, got a text of {size:,} bytes (over {MAX_CELL_TEXT}: not read)"
-            problems.append((row, name, messages[size]))
-    return array, problems, kept
+    if not too_long.any():
+        return array, {}
+    rows = np.flatnonzero(too_long)
+    shared: dict[int, LongText] = {}  # one per length, shared by its rows
+    long_cells = {row: shared.setdefault(size, LongText(size))
+                  for row, size in zip(rows.tolist(), lengths[rows].tolist(), strict=True)}
+    return array.filter(pa.array(~too_long)), long_cells
 
 
 def _cast_views(array: pa.ChunkedArray | pa.Array, too_long: np.ndarray) -> pa.ChunkedArray | pa.Array:
@@ -239,30 +254,33 @@ def _encoded(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[Sequence, _C
     values: list = []
     starts: dict[tuple, int] = {}  # a dictionary's identity -> where its values start in ``values``
     kept = []  # the dictionaries seen, alive until the end: their addresses are their identities
-    indices, problems, offset = [], [], 0
+    indices = []
     for chunk in _chunks(array):
-        chosen = None  # the rows a plain chunk's short text holds (None: all of them)
+        long_cells: dict[int, LongText] = {}
         if pa.types.is_dictionary(chunk.type):
             encoded = chunk
         else:
-            text, chunk_problems, chosen = _short_text(chunk, name) if _is_text(chunk.type) else (chunk, [], None)
-            problems += [(offset + row, column, message) for row, column, message in chunk_problems]
+            text, long_cells = _short_text(chunk, name) if _is_text(chunk.type) else (chunk, {})
             encoded = pc.dictionary_encode(text)
         kept.append(encoded.dictionary)
         start = starts.setdefault(_identity(encoded.dictionary), len(values))
         if start == len(values):
             values += _distinct_cells(encoded.dictionary, name)
         positions = _indices(encoded, name)
-        if chosen is not None:
-            every = np.full(len(chosen), -1, dtype=np.intp)
-            every[chosen] = positions
+        positions = np.where(positions >= 0, positions + start, -1)
+        if long_cells:  # the short rows' positions, then one value per long cell
+            every = np.empty(len(chunk), dtype=np.intp)
+            short_rows = np.ones(len(chunk), dtype=bool)
+            short_rows[list(long_cells)] = False
+            every[short_rows] = positions
+            every[list(long_cells)] = np.arange(len(values), len(values) + len(long_cells))
+            values += long_cells.values()
             positions = every
-        indices.append(np.where(positions >= 0, positions + start, -1))
-        offset += len(chunk)
+        indices.append(positions)
     rows = np.concatenate(indices) if indices else np.empty(0, dtype=np.intp)
     if len(values) > _MAX_ENCODED_VALUES:
-        return np.array([*values, None], dtype=object)[rows].tolist(), problems
-    return EncodedColumn(values, rows), problems
+        return np.array([*values, None], dtype=object)[rows].tolist(), []
+    return EncodedColumn(values, rows), []
 
 
 def _dictionary_floats(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[np.ndarray, _CellProblems]:
@@ -274,10 +292,7 @@ def _dictionary_floats(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[np
         kept.append(chunk.dictionary)
         key = _identity(chunk.dictionary)
         if key not in converted:
-            cells, long_cells = _plain_numbers(chunk.dictionary, name)
-            floats, errors = normalize_numeric(name, cells)
-            for position, _, message in long_cells:
-                floats[position], errors[position] = np.nan, message
+            floats, errors = normalize_numeric(name, _plain_numbers(chunk.dictionary, name)[0])
             converted[key] = (np.append(floats, np.nan), errors)  # the NaN for a null index, -1
         floats, errors = converted[key]
         positions = _indices(chunk, name)
