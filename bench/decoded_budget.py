@@ -64,7 +64,7 @@ def growth(body: bytes, log: Path, budget_mb: int) -> tuple[int, float, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.decoded_budget", description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", default=None, help="run the bodies whose name holds one of these")
-    parser.add_argument("--budget-mb", type=int, default=128, help="MAX_DECODED_MB of the server (default 128)")
+    parser.add_argument("--budget-mb", type=int, default=96, help="MAX_DECODED_MB of the server (default 96)")
     args = parser.parse_args(argv)
     rows = json.loads((PROJECT_DIR / "lib" / "data" / "test.json").read_bytes())
     with tempfile.TemporaryDirectory(prefix="decoded-budget-") as work:
