@@ -51,7 +51,7 @@ class Settings:
     max_body_mb: int = 400
     # What a body's consumed columns may decode to (decompression, dictionaries, repeated
     # strings), checked before it is materialised (lib/codecs/limits.py).
-    max_decoded_mb: int = 256
+    max_decoded_mb: int = 96
     # The model store (lib/store.py): each worker serves its active version and follows its pointer.
     model_store: Path = PROJECT_DIR / "lib" / "model_store"
     # A plain artifact directory (`python -m lib.train --out DIR`) served instead of the store, and

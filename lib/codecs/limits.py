@@ -20,7 +20,7 @@ class DecodeLimits:
     """The limits of one decoded body: rows, and bytes of decoded consumed columns."""
 
     max_rows: int
-    max_decoded_bytes: int = 256 * MB
+    max_decoded_bytes: int = 96 * MB
 
     def check_rows(self, n_rows: int) -> None:
         """Refuse a body without rows (PayloadError) or with more than ``max_rows`` (LimitError)."""
