@@ -39,7 +39,7 @@ def patched(data: bytes, changes: dict[tuple[int, ...], int]) -> bytes:
     """``data`` with the footer's integer fields at the ``changes`` paths set to new values."""
     start, end = _footer(data)
     footer = data[start:end]
-    reader = StructReader(footer)
+    reader = StructReader(footer, spans=True)
     reader.read()
     spans = reader.spans
     missing = [path for path in changes if path not in spans]
@@ -49,3 +49,14 @@ def patched(data: bytes, changes: dict[tuple[int, ...], int]) -> bytes:
         a, b = spans[path]
         footer = footer[:a] + encode_varint(zigzag(value)) + footer[b:]
     return data[:start] + footer + struct.pack("<I", len(footer)) + MAGIC
+
+
+def patched_page(data: bytes, offset: int, path: tuple[int, ...], value: int) -> bytes:
+    """``data`` with an integer field of the page header at ``offset`` set to ``value``, whose
+    varint must be as long as the old one's (the page's bytes and every offset stay put)."""
+    reader = StructReader(data[offset:offset + 256], spans=True)
+    reader.read()
+    a, b = reader.spans[path]
+    varint = encode_varint(zigzag(value))
+    assert len(varint) == b - a, f"{value} does not take {b - a} bytes"
+    return data[:offset + a] + varint + data[offset + b:]

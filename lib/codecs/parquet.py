@@ -43,9 +43,11 @@ from lib.schema import ID_KEY, LEVELS, kind_of
 
 #: Width charged per decoded row of a column read (a double, an offset, a dictionary index).
 ROW_WIDTH = 8
-#: A numeric kind's text is held up to this many times over while lib.tables parses it (the
-#: expanded strings, trimmed, cleaned, then Python strings for the cells it sends to the normaliser).
-TEXT_COPIES = 4
+#: Bytes of worker memory per byte of a numeric kind's text (or ids) expanded from a dictionary:
+#: lib.tables expands it per row, trims and cleans it, and, for cells that do not parse cleanly,
+#: makes a Python string of each, which the normaliser then refuses cell by cell (measured: 6.4 MB
+#: per MB for a 600-byte amount repeated 100,000 times; docs/PERFORMANCE.md), with a margin.
+TEXT_COPIES = 16
 #: Bytes read at a time to find a page header (one is tens of bytes; statistics can make it longer).
 HEADER_PROBE = 256
 #: A page header longer than this is not one.
@@ -103,7 +105,15 @@ class ParquetDecoder:
 
             self._handle, self._read_at, opened = handle, read_at, str(source)
         try:
-            schema = pq.read_schema(opened if isinstance(opened, str) else pa.BufferReader(source))
+            self._open(source, opened, keep, unreadable)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, source: bytes | Path, opened: pa.BufferReader | str, keep: Sequence[str], unreadable: str) -> None:
+        try:
+            metadata = pq.read_metadata(opened if isinstance(opened, str) else pa.BufferReader(source))
+            schema = metadata.schema.to_arrow_schema()
             self.names = tuple(schema.names)
             present = set(self.names)
             self.read = [name for name in dict.fromkeys((*self.columns, ID_KEY, *keep)) if name in present]
@@ -114,7 +124,7 @@ class ParquetDecoder:
             types = {field.name: field.type for field in schema}
             # The text the scorer reads, dictionary-encoded: decoded once per distinct value.
             text = [name for name in self.read if name in {*self.columns, ID_KEY} and _is_text(types[name])]
-            self._file = pq.ParquetFile(opened, read_dictionary=text, pre_buffer=False)
+            self._file = pq.ParquetFile(opened, metadata=metadata, read_dictionary=text, pre_buffer=False)
         except (pa.ArrowException, OSError, ValueError, KeyError) as exc:
             raise PayloadError(f"{unreadable}: {_first_line(exc)}") from None
         self._metadata = self._file.metadata
@@ -126,6 +136,8 @@ class ParquetDecoder:
 
     def close(self) -> None:
         """Close the file (a path's decoder); a body's has nothing to close."""
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
         handle = getattr(self, "_handle", None)
         if handle is not None:
             handle.close()
@@ -145,8 +157,13 @@ class ParquetDecoder:
         if self.whole:  # a claim over MAX_ROWS is refused before its pages are even looked at
             self.limits.check_more_rows(metadata.num_rows)
         leaves = self._leaves()
-        return [RowGroup(index, claim, sum(self._check_chunk(index, claim, leaf, flat) for leaf, flat in leaves))
-                for index, claim in enumerate(claims)]
+        self._end_of_data = self.size - 8 - int.from_bytes(bytes(self._read_at(self.size - 8, 4)), "little")
+        groups = []
+        for index, claim in enumerate(claims):
+            group = metadata.row_group(index)
+            groups.append(RowGroup(index, claim, sum(self._check_chunk(index, claim, group.column(j), flat)
+                                                     for j, flat in leaves)))
+        return groups
 
     def _leaves(self) -> list[tuple[int, bool]]:
         """The leaf columns of the columns read: their index, and whether they are flat (one value
@@ -160,25 +177,20 @@ class ParquetDecoder:
                 leaves.append((j, leaf.max_repetition_level == 0 and leaf.path in self._counted))
         return leaves
 
-    def _check_chunk(self, index: int, claim: int, j: int, flat: bool) -> int:
+    def _check_chunk(self, index: int, claim: int, chunk: pq.ColumnChunkMetaData, flat: bool) -> int:
         """Check one column chunk's place and pages; return the bytes its pages decompress to."""
-        chunk = self._metadata.row_group(index).column(j)
-        name = f"column {chunk.path_in_schema!r} of row group {index}"
         start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
-        end_of_data = self.size - 8 - self._footer_length()
         size = chunk.total_compressed_size
-        if start is None or start < 4 or size < 0 or start + size > end_of_data:
-            raise _broken(f"{name} lies outside the file's data")
-        values, page_bytes = self._walk_pages(start, start + size, name)
+        if start is None or start < 4 or size < 0 or start + size > self._end_of_data:
+            raise _broken(f"column {chunk.path_in_schema!r} of row group {index} lies outside the file's data")
+        values, page_bytes = self._walk_pages(start, start + size, (chunk.path_in_schema, index))
         if flat and values != claim:
             raise _lie(index, claim, values, f" (the pages of column {chunk.path_in_schema!r})")
         return page_bytes
 
-    def _footer_length(self) -> int:
-        return int.from_bytes(bytes(self._read_at(self.size - 8, 4)), "little")
-
-    def _walk_pages(self, pos: int, end: int, name: str) -> tuple[int, int]:
+    def _walk_pages(self, pos: int, end: int, where: tuple[str, int]) -> tuple[int, int]:
         """The values the data pages between ``pos`` and ``end`` hold, and their uncompressed bytes."""
+        name = f"column {where[0]!r} of row group {where[1]}"
         values = page_bytes = 0
         while pos < end:
             header, length = self._page_header(pos, end, name)
@@ -288,11 +300,12 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().split("\n", 1)[0][:200]
 
 
-def check_file(path: Path, columns: Sequence[str]) -> int:
-    """Check a Parquet file's footer and page headers as the decoder does, without decoding
-    anything (the Spark job, before Spark reads it); return its rows; raise PayloadError."""
+def check_file(path: Path, columns: Sequence[str], keep: Sequence[str] = ()) -> int:
+    """Check a Parquet file's footer and the page headers of its ``columns``, ``id`` and ``keep``
+    columns as the decoder does, without decoding anything (the Spark job, before Spark reads it);
+    return its rows; raise PayloadError."""
     decoder = ParquetDecoder(path, columns, DecodeLimits(max_rows=2**63 - 1, max_decoded_bytes=2**63 - 1),
-                             whole=False)
+                             keep=keep, whole=False, unreadable="not a readable Parquet file")
     decoder.close()
     return decoder.total_rows
 

@@ -55,10 +55,10 @@ def unzigzag(raw: int) -> int:
 class StructReader:
     """Reads one compact-protocol struct from ``data`` (``read(pos)``: the struct and its end)."""
 
-    def __init__(self, data: bytes | memoryview):
+    def __init__(self, data: bytes | memoryview, spans: bool = False):
         self.data = data
-        #: path of field ids (and list positions) -> (start, end) of each integer's varint.
-        self.spans: dict[tuple[int, ...], tuple[int, int]] = {}
+        #: With ``spans``: path of field ids (and list positions) -> (start, end) of each integer's varint.
+        self.spans: dict[tuple[int, ...], tuple[int, int]] | None = {} if spans else None
 
     def read(self, pos: int = 0) -> tuple[dict, int]:
         """The struct at ``pos`` and the position after it; raise ThriftError."""
@@ -86,7 +86,7 @@ class StructReader:
             if kind in (_BOOL_TRUE, _BOOL_FALSE):  # in a struct, the value is the type
                 fields[field] = kind == _BOOL_TRUE
                 continue
-            fields[field], pos = self._value(pos, kind, (*path, field), depth)
+            fields[field], pos = self._value(pos, kind, path if self.spans is None else (*path, field), depth)
 
     def _value(self, pos: int, kind: int, path: tuple[int, ...], depth: int) -> tuple[object, int]:
         data = self.data
@@ -94,7 +94,8 @@ class StructReader:
             return data[pos], pos + 1
         if kind in (_I16, _I32, _I64):
             raw, end = read_varint(data, pos)
-            self.spans[path] = (pos, end)
+            if self.spans is not None:
+                self.spans[path] = (pos, end)
             return unzigzag(raw), end
         if kind == _DOUBLE:
             return bytes(data[pos:pos + 8]), pos + 8
@@ -113,7 +114,7 @@ class StructReader:
                 raise ThriftError("list longer than its bytes")
             items = []
             for i in range(size):
-                value, pos = self._value(pos, item, (*path, i), depth + 1)
+                value, pos = self._value(pos, item, path if self.spans is None else (*path, i), depth + 1)
                 items.append(value)
             return items, pos
         if kind == _STRUCT:
