@@ -9,8 +9,9 @@ as the API reads a body of that format:
   CSV reader, so ``"$1,234.50"``, ``" nan "`` and empty cells are the same strings as in the API;
   a short row's missing cells are missing values; the cells then go through ``lib.tables``;
 - NDJSON: each line a JSON object, decoded as the API decodes JSON rows (``lib.json_lines``);
-- Parquet: by record batches of the consumed columns only, through ``lib.tables`` (numbers as
-  float64, strings through the normaliser, other types invalid cells).
+- Parquet: by the shared codec (``lib.codecs.parquet``: footer and page headers checked first,
+  rows counted from the data), in record batches of the consumed columns only, through
+  ``lib.tables`` (numbers as float64, strings through the normaliser, other types invalid cells).
 """
 
 from __future__ import annotations

@@ -90,12 +90,9 @@ HOSTILE = {
 @pytest.fixture(scope="module")
 def live(model_dir, tmp_path_factory):
     """One worker, the default limits (MAX_ROWS 100,000, MAX_DECODED_MB 256)."""
-    server = LiveServer(env={"MODEL_DIR": str(model_dir)}, workers=1,
-                        log_path=tmp_path_factory.mktemp("parquet") / "gunicorn.log")
-    try:
-        yield server.start()
-    finally:
-        server.stop()
+    log = tmp_path_factory.mktemp("parquet") / "gunicorn.log"
+    with LiveServer(env={"MODEL_DIR": str(model_dir)}, workers=1, log_path=log) as server:
+        yield server
 
 
 def booted(server: LiveServer) -> int:
@@ -160,6 +157,18 @@ def test_a_page_header_that_lies_about_its_values_is_refused():
     lying = patched_page(body, chunk.data_page_offset, (5, 1), 8000)  # DataPageHeader.num_values, 400 before
     with pytest.raises(PayloadError, match="row group 0 holds 400 rows, the data holds 8000"):
         ParquetDecoder(lying, ["x44"], DecodeLimits(max_rows=100_000))
+
+
+@pytest.mark.parametrize("factor", [0.5, 2])
+def test_a_page_that_decompresses_to_more_or_less_than_its_header_says_is_refused(factor):
+    # The budget is charged by the page headers' uncompressed sizes: pyarrow must hold pages to them.
+    body = parquet(pa.table({"x44": pa.array([i / 7 for i in range(20_000)])}), compression="zstd",
+                   use_dictionary=False)
+    chunk = pq.ParquetFile(io.BytesIO(body)).metadata.row_group(0).column(0)
+    size = 160_008  # PageHeader.uncompressed_page_size: 20,000 doubles and their levels
+    lying = patched_page(body, chunk.data_page_offset, (2,), int(size * factor) - (factor > 1))
+    with pytest.raises(PayloadError, match="unreadable Parquet data in row group 0: .*ZSTD"):
+        ParquetDecoder(lying, ["x44"], DecodeLimits(max_rows=100_000)).table()
 
 
 #: What the file command (no MAX_ROWS; MAX_DECODED_MB's default per chunk) says where the API says 413.
