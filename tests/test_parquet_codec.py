@@ -159,6 +159,13 @@ def test_a_page_header_that_lies_about_its_values_is_refused():
         ParquetDecoder(lying, ["x44"], DecodeLimits(max_rows=100_000))
 
 
+def test_more_pages_than_rows_are_refused_before_they_are_all_walked():
+    body = parquet(pa.table({"x44": pa.array([i / 7 for i in range(100)])}), data_page_size=1, write_batch_size=1)
+    lying = patched(body, {FILE_ROWS: 1, row_group_rows(0): 1, chunk_field(0, 0, 5): 1})
+    with pytest.raises(PayloadError, match="the pages of column 'x44' of row group 0 are more than its rows"):
+        ParquetDecoder(lying, ["x44"], DecodeLimits(max_rows=100_000))
+
+
 @pytest.mark.parametrize("factor", [0.5, 2])
 def test_a_page_that_decompresses_to_more_or_less_than_its_header_says_is_refused(factor):
     # The budget is charged by the page headers' uncompressed sizes: pyarrow must hold pages to them.

@@ -52,7 +52,7 @@ TEXT_COPIES = 16
 HEADER_PROBE = 256
 #: A page header longer than this is not one.
 MAX_HEADER_BYTES = 1024 * 1024
-_DICTIONARY_PAGE, _DATA_PAGE, _DATA_PAGE_V2 = 2, 0, 3
+_DATA_PAGE, _DATA_PAGE_V2 = 0, 3
 
 
 def _broken(what: str) -> PayloadError:
@@ -183,16 +183,27 @@ class ParquetDecoder:
         size = chunk.total_compressed_size
         if start is None or start < 4 or size < 0 or start + size > self._end_of_data:
             raise _broken(f"column {chunk.path_in_schema!r} of row group {index} lies outside the file's data")
-        values, page_bytes = self._walk_pages(start, start + size, (chunk.path_in_schema, index))
+        # A flat column's page holds one row at least: more pages than rows (as the row group or the
+        # chunk says; at most MAX_ROWS in a body), a dictionary and an index page, is a body made to
+        # keep this walk busy.
+        most_pages = None
+        if flat:
+            most_pages = max(claim, chunk.num_values) + 2
+            if self.whole:
+                most_pages = min(most_pages, self.limits.max_rows + 2)
+        values, page_bytes = self._walk_pages(start, start + size, (chunk.path_in_schema, index), most_pages)
         if flat and values != claim:
             raise _lie(index, claim, values, f" (the pages of column {chunk.path_in_schema!r})")
         return page_bytes
 
-    def _walk_pages(self, pos: int, end: int, where: tuple[str, int]) -> tuple[int, int]:
+    def _walk_pages(self, pos: int, end: int, where: tuple[str, int], most_pages: int | None) -> tuple[int, int]:
         """The values the data pages between ``pos`` and ``end`` hold, and their uncompressed bytes."""
         name = f"column {where[0]!r} of row group {where[1]}"
-        values = page_bytes = 0
+        values = page_bytes = pages = 0
         while pos < end:
+            pages += 1
+            if most_pages is not None and pages > most_pages:
+                raise PayloadError(f"the pages of {name} are more than its rows: not a Parquet writer's file")
             header, length = self._page_header(pos, end, name)
             kind, uncompressed, compressed = header.get(1), header.get(2), header.get(3)
             if not all(isinstance(size, int) and size >= 0 for size in (uncompressed, compressed)):
