@@ -9,31 +9,36 @@ as the API reads a body of that format:
   ``" nan "`` and empty cells are the same strings as in the API; a row whose cell count differs
   from the header's is refused; the cells then go through ``lib.tables``;
 - NDJSON: each line a JSON object, decoded as the API decodes NDJSON (``lib.codecs.ndjson``);
-- Parquet: by record batches of the consumed columns only, through ``lib.tables`` (numbers as
-  float64, strings through the normaliser, other types invalid cells).
+- Parquet: by the shared codec (``lib.codecs.parquet``: footer and page headers checked first,
+  rows counted from the data), in record batches of the consumed columns only, through
+  ``lib.tables`` (numbers as float64, strings through the normaliser, other types invalid cells).
 """
 
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from lib.batch import RawBatch, make_batch
 from lib.codecs.csv import CsvDecoder, header_names
+from lib.codecs.limits import DecodeLimits
 from lib.codecs.ndjson import LinesDecoder
-from lib.errors import PayloadError
-from lib.schema import ID_KEY, LEVELS, kind_of
+from lib.codecs.parquet import ParquetDecoder
+from lib.errors import LimitError, PayloadError
+from lib.schema import ID_KEY
 from lib.tables import batch_from_table
 
 CSV, NDJSON, PARQUET = "csv", "ndjson", "parquet"
 #: File name endings -> format.
 EXTENSIONS = {".csv": CSV, ".ndjson": NDJSON, ".jsonl": NDJSON, ".parquet": PARQUET, ".pq": PARQUET}
+#: What a Parquet row group's pages and one chunk of rows may decode to: the API's MAX_DECODED_MB default.
+DEFAULT_DECODED_BYTES = DecodeLimits.max_decoded_bytes
 
 
 @dataclass(frozen=True)
@@ -73,37 +78,34 @@ def open_reader(path: Path, fmt: str, consumed: Sequence[str], chunk_rows: int) 
 
 
 class ParquetFileReader:
-    """Parquet by record batches of the consumed, id and kept columns."""
+    """Parquet by record batches of the consumed, id and kept columns, through the shared codec
+    (lib.codecs.parquet): the footer and page headers checked first, the rows counted from the
+    data, each row group's pages and each chunk's decoded bytes within ``max_decoded_bytes``."""
 
-    def __init__(self, path: Path, consumed: tuple[str, ...], chunk_rows: int):
-        categorical = [name for name in consumed if kind_of(name) in LEVELS]
-        try:
-            # Categorical strings as Parquet stores them, dictionary-encoded: never decoded row by row.
-            # No pre-buffering: its cache keeps every row group read until the file is closed, so
-            # memory would grow with the file.
-            self._file = pq.ParquetFile(path, read_dictionary=categorical, pre_buffer=False)
-        except (pa.ArrowException, OSError) as exc:
-            raise PayloadError(f"not a readable Parquet file: {exc}") from None
-        schema = self._file.schema_arrow
-        self.columns = tuple(schema.names)
-        self.total_rows = self._file.metadata.num_rows
-        self._consumed, self._chunk_rows = consumed, chunk_rows
+    def __init__(self, path: Path, consumed: tuple[str, ...], chunk_rows: int,
+                 max_decoded_bytes: int = DEFAULT_DECODED_BYTES):
+        self._path, self._consumed, self._chunk_rows = path, consumed, chunk_rows
+        self._limits = DecodeLimits(max_rows=sys.maxsize, max_decoded_bytes=max_decoded_bytes)
+        decoder = self._decoder()
+        decoder.close()
+        self.columns = decoder.names
+        self.total_rows = decoder.total_rows
+
+    def _decoder(self, keep: Sequence[str] = ()) -> ParquetDecoder:
+        return ParquetDecoder(self._path, self._consumed, self._limits, keep=keep, whole=False,
+                              unreadable="not a readable Parquet file")
 
     def chunks(self, keep: Sequence[str] = ()) -> Iterator[Chunk]:
-        read = [name for name in dict.fromkeys((*self._consumed, ID_KEY, *keep)) if name in self.columns]
-        rows = 0
-        batches = self._file.iter_batches(batch_size=self._chunk_rows, columns=read, use_threads=False)
-        while True:
-            try:
-                record_batch = next(batches, None)
-            except (pa.ArrowException, OSError) as exc:
-                raise PayloadError(f"unreadable Parquet data after row {rows}: {exc}") from None
-            if record_batch is None:
-                return
-            rows += record_batch.num_rows
-            # No byte count: the row count is in the file's metadata (total_rows).
-            yield Chunk(batch=batch_from_table(record_batch, self._consumed),
-                        kept={name: record_batch.column(name) for name in keep}, bytes_read=0)
+        decoder = self._decoder(keep)
+        try:
+            for record_batch in decoder.batches(self._chunk_rows):
+                # No byte count: the row count is in the file's metadata (total_rows).
+                yield Chunk(batch=batch_from_table(record_batch, self._consumed),
+                            kept={name: record_batch.column(name) for name in keep}, bytes_read=0)
+        except LimitError as exc:
+            raise PayloadError(f"{exc}: score it with a smaller --chunk-rows") from None
+        finally:
+            decoder.close()
 
 
 class CsvFileReader:

@@ -28,6 +28,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 from pyspark.errors import AnalysisException, PySparkException
@@ -43,7 +44,8 @@ from lib.artifacts import (
     sha256_bytes,
     stages_from_bytes,
 )
-from lib.errors import ArtifactError, CellError
+from lib.codecs.parquet import check_file
+from lib.errors import ArtifactError, CellError, PayloadError
 from lib.progress import Summary
 from lib.schema import ID_KEY
 from lib.scorer import ScoringPlan, ready_plan, score_batch
@@ -201,6 +203,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
         raise UsageError(f"--keep: the input has no column {', '.join(map(repr, missing))}")
     plan = shipped.plan()
     read = list(dict.fromkeys(name for name in (*plan.consumed_columns, ID_KEY, *keep) if name in df.columns))
+    if fmt == "parquet":
+        check_parquet_files(df.inputFiles(), plan.consumed_columns, keep)
     scored = score_dataframe(df.select(*read), shipped, strict=args.strict)
     written = [PROBABILITY, PREDICTED_CLASS, *keep] + ([] if args.strict else [ERROR])
     started = time.perf_counter()
@@ -212,6 +216,23 @@ def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
         (F.count(F.col(ERROR)) if not args.strict else F.lit(0)).alias("invalid"),
     ).first()
     return Summary(rows=counts["rows"], invalid=counts["invalid"], positives=counts["positives"] or 0, seconds=seconds)
+
+
+def check_parquet_files(uris: Sequence[str], columns: Sequence[str], keep: Sequence[str] = ()) -> None:
+    """Check the footer and page headers of each local Parquet file Spark is about to read, as the
+    API checks a body (lib.codecs.parquet); raise PayloadError for the first that lies.
+
+    Spark believes a footer: a row group that claims fewer rows than its pages hold loses the rest
+    silently, one that claims more fails the job, one that claims 2^40 rows runs on. Files on
+    other file systems (hdfs://, s3a://) are left to Spark."""
+    for uri in uris:
+        parsed = urlparse(uri)
+        if parsed.scheme in ("", "file"):
+            path = Path(unquote(parsed.path))
+            try:
+                check_file(path, columns, keep)
+            except PayloadError as exc:
+                raise PayloadError(f"{path}: {exc}") from None
 
 
 class UsageError(Exception):
@@ -234,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except ArtifactError as exc:
         return _fail(f"the model failed verification: {exc}", EXIT_MODEL)
+    except PayloadError as exc:
+        return _fail(f"{exc}; nothing was written", EXIT_UNREADABLE)
     except AnalysisException as exc:
         if "PATH_ALREADY_EXISTS" in str(exc):
             return _fail(f"{_first_line(exc)} (use --overwrite)", EXIT_USAGE)

@@ -7,12 +7,14 @@ where no Java runtime is installed; CI installs one (.ci/run).
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -22,6 +24,7 @@ from lib.schema import ID_KEY
 from lib.tables import ERROR, PREDICTED_CLASS, PROBABILITY
 from tests.conftest import api_answer, api_cell_errors, write_rows
 from tests.live_server import PROJECT_DIR
+from tests.parquet_footer import FILE_ROWS, patched, row_group_rows
 from tests.test_score import readme_commands, run_readme_commands
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None,
@@ -183,3 +186,38 @@ def test_the_readme_spark_commands_work_as_written(command, model_dir, data_dir,
 def test_the_readme_shows_both_ways_of_running_the_job():
     assert [c.split()[0] for c in readme_commands("lib.spark", "lib/spark.py")] == [".venv/bin/python",
                                                                                   "PYSPARK_PYTHON=.venv/bin/python"]
+
+
+class _KeptSession:
+    """The module's session for ``lib.spark.main``, which stops its session when done."""
+
+    def __init__(self, session):
+        self._session = session
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+    def stop(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("claim", [
+    300,  # Spark itself would read 900 of the 1,000 rows and say nothing...
+    2**40,  # ... or run on and on.
+])
+def test_the_job_refuses_a_parquet_footer_that_lies_with_exit_code_3(spark, monkeypatch, tmp_path, claim):
+    import lib.spark
+
+    data = pa.table({"x44": pa.array([i / 1000 for i in range(1000)]), ID_KEY: [f"t{i}" for i in range(1000)]})
+    sink = pa.BufferOutputStream()
+    pq.write_table(data, sink, row_group_size=400)
+    source = tmp_path / "lying.parquet"
+    source.write_bytes(patched(sink.getvalue().to_pybytes(), {FILE_ROWS: claim + 600, row_group_rows(0): claim}))
+    monkeypatch.setattr(lib.spark, "spark_session", lambda *args, **kwargs: _KeptSession(spark))
+    errors = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", errors)
+    code = lib.spark.main([str(source), str(tmp_path / "scores"), "--log-level", "ERROR"])
+    assert code == lib.spark.EXIT_UNREADABLE, errors.getvalue()
+    assert (f"lib.spark: error: {source}: the Parquet footer lies: the footer says row group 0 holds {claim} rows, "
+            "the data holds 400") in errors.getvalue()
+    assert not (tmp_path / "scores").exists()
