@@ -1057,10 +1057,27 @@ def _holds_table(table: pa.Table, wanted: tuple[str, ...]) -> Holds:
 
 
 def decode_arrow(body: bytes, wanted: tuple[str, ...]) -> Holds:
-    """Run in the sandbox: the rows of an Arrow IPC stream or file, fully validated."""
+    """Run in the sandbox: the rows of an Arrow IPC stream or file, fully validated. A body that
+    decodes only when the columns no one reads are left unread (as the service reads it: the
+    stream, its wanted fields) may be refused or scored: the service does not read those."""
+    strict = _decode_arrow(body, wanted, only_wanted=False)
+    if strict.invalid is None:
+        return strict
+    loose = _decode_arrow(body, wanted, only_wanted=True)
+    if loose.invalid is not None:
+        return strict
+    return Holds(rows=loose.rows, refusable=loose.refusable, alternatives=(strict,))
+
+
+def _decode_arrow(body: bytes, wanted: tuple[str, ...], only_wanted: bool) -> Holds:
     try:
         source = pa.py_buffer(body)
-        reader = pa.ipc.open_file(source) if body.startswith(b"ARROW1") else pa.ipc.open_stream(source)
+        if not only_wanted:
+            reader = pa.ipc.open_file(source) if body.startswith(b"ARROW1") else pa.ipc.open_stream(source)
+        else:
+            stream = source.slice(8) if body.startswith(b"ARROW1") else source
+            fields = [i for i, name in enumerate(pa.ipc.open_stream(stream).schema.names) if name in wanted]
+            reader = pa.ipc.open_stream(stream, options=pa.ipc.IpcReadOptions(included_fields=fields))
         table = reader.read_all()
         table.validate(full=True)
         for batch in table.to_batches():

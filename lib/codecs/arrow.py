@@ -206,6 +206,15 @@ def _stream_part(body: pa.Buffer) -> pa.Buffer:
     return body.slice(_FILE_HEADER, end - _FILE_HEADER)
 
 
+def _check_footer_schema(body: pa.Buffer, schema: pa.Schema) -> None:
+    """A file's footer must describe the stream it holds: its stream is what is read, and a reader
+    that believes the footer would read other columns or types from the same bytes."""
+    footer_schema = pa.ipc.open_file(body).schema  # the footer only: no batch is read
+    if not footer_schema.equals(schema):
+        raise PayloadError("the body is not a valid Arrow IPC file: its footer's schema differs from its "
+                           "stream's (send the stream format, application/vnd.apache.arrow.stream)")
+
+
 class ArrowDecoder:
     """Decodes Arrow IPC bodies to validated record batches of the consumed columns and ``id``."""
 
@@ -220,10 +229,13 @@ class ArrowDecoder:
 
     def decode_named(self, body: bytes | pa.Buffer) -> tuple[pa.Table, tuple[str, ...]]:
         """``decode``'s table, and the names of every column of the body (for the column report)."""
-        stream = _stream_part(body if isinstance(body, pa.Buffer) else pa.py_buffer(body))
+        whole = body if isinstance(body, pa.Buffer) else pa.py_buffer(body)
+        stream = _stream_part(whole)
         budget = _Budget(self.limits)
         try:
             schema, included, lengths = self._check_messages(stream, budget)
+            if stream is not whole:
+                _check_footer_schema(whole, schema)
             reader = pa.ipc.open_stream(stream, options=pa.ipc.IpcReadOptions(included_fields=included))
         except ARROW_ERRORS as exc:
             raise PayloadError(f"the body is not a valid Arrow IPC stream: {describe_arrow_error(exc)}") from None

@@ -111,6 +111,7 @@ class ParquetDecoder:
             raise
 
     def _open(self, source: bytes | Path, opened: pa.BufferReader | str, keep: Sequence[str], unreadable: str) -> None:
+        self._check_schema_types(unreadable)
         try:
             metadata = pq.read_metadata(opened if isinstance(opened, str) else pa.BufferReader(source))
             schema = metadata.schema.to_arrow_schema()
@@ -133,6 +134,31 @@ class ParquetDecoder:
         self._counted = self.read or list(self.names[:1])
         self.row_groups = self._check_footer()
         self.total_rows = sum(group.rows for group in self.row_groups)
+
+    def _check_schema_types(self, unreadable: str) -> None:
+        """Refuse a schema whose column annotations (text, integers, dates, ...) do not fit their
+        physical types, read from the footer's own bytes: pyarrow's conversion of such a schema
+        throws where it cannot be caught, and the process is aborted (SIGABRT)."""
+        if self.size < 12:
+            return  # too short for a footer: pyarrow refuses it with a message
+        length = int.from_bytes(bytes(self._read_at(self.size - 8, 4)), "little")
+        if not 0 < length <= self.size - 12:
+            return  # pyarrow refuses it with a message
+        try:
+            footer, _ = StructReader(bytes(self._read_at(self.size - 8 - length, length))).read(last_field=2)
+        except ThriftError:
+            return  # pyarrow refuses it with a message
+        for element in footer.get(2) or []:
+            if not isinstance(element, dict) or element.get(5):  # a group: no values of its own
+                continue
+            physical = element.get(1)
+            fits = _FITTING_TYPES.get(_annotation(element))
+            if physical is not None and fits is not None and physical not in fits:
+                name = element.get(4, b"?")
+                name = name.decode("utf-8", "replace")[:64] if isinstance(name, bytes) else "?"
+                stored = _TYPE_NAMES[physical] if 0 <= physical < len(_TYPE_NAMES) else physical
+                raise PayloadError(f"{unreadable}: column {name!r} is annotated {_annotation(element)} but its "
+                                   f"values are stored as {stored}")
 
     def close(self) -> None:
         """Close the file (a path's decoder); a body's has nothing to close."""
@@ -170,6 +196,7 @@ class ParquetDecoder:
         per row, so their pages must hold exactly their row group's rows)."""
         schema = self._metadata.schema
         leaves = []
+        self._leaf_index = {schema.column(j).path: j for j in range(len(schema))}
         for j in range(len(schema)):
             leaf = schema.column(j)
             top = leaf.path.split(".", 1)[0]
@@ -178,7 +205,16 @@ class ParquetDecoder:
         return leaves
 
     def _check_chunk(self, index: int, claim: int, chunk: pq.ColumnChunkMetaData, flat: bool) -> int:
-        """Check one column chunk's place and pages; return the bytes its pages decompress to."""
+        """Check one column chunk's place, type, counts and pages; return the bytes its pages
+        decompress to."""
+        leaf = self._metadata.schema.column(self._leaf_index[chunk.path_in_schema])
+        if chunk.physical_type != leaf.physical_type:
+            # pyarrow would decode the pages as the schema's type: a worker dies (SIGABRT) on it.
+            raise _broken(f"column {chunk.path_in_schema!r} of row group {index} holds {chunk.physical_type} values "
+                          f"but the schema says {leaf.physical_type}")
+        if flat and chunk.num_values != claim:
+            where = f" (the footer's value count of column {chunk.path_in_schema!r})"
+            raise _lie(index, claim, chunk.num_values, where)
         start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
         size = chunk.total_compressed_size
         if start is None or start < 4 or size < 0 or start + size > self._end_of_data:
@@ -258,6 +294,7 @@ class ParquetDecoder:
                 decoded += batch.num_rows
                 if decoded > group.rows:
                     break
+                _validate(batch, group.index)
                 extra = self._expansion(batch, group.index)
                 if extra:
                     self.limits.check_decoded(spent + extra, f"the text of row group {group.index}")
@@ -304,6 +341,38 @@ def _count(page: object, field: int, name: str) -> int:
     if not isinstance(number, int) or number < 0:
         raise PayloadError(f"a data page header of {name} has no valid value count")
     return number
+
+
+# Parquet's physical types (Thrift enum Type) and the annotations that need one of them.
+_TYPE_NAMES = ("BOOLEAN", "INT32", "INT64", "INT96", "FLOAT", "DOUBLE", "BYTE_ARRAY", "FIXED_LEN_BYTE_ARRAY")
+_BOOLEAN, _INT32, _INT64, _INT96, _FLOAT, _DOUBLE, _BYTE_ARRAY, _FIXED = range(8)
+_FITTING_TYPES = {
+    "text": {_BYTE_ARRAY}, "integer": {_INT32, _INT64}, "date": {_INT32}, "time": {_INT32, _INT64},
+    "timestamp": {_INT64}, "decimal": {_INT32, _INT64, _BYTE_ARRAY, _FIXED}, "fixed": {_FIXED},
+}
+#: converted_type (field 6) -> annotation; logicalType (field 10) union member -> annotation.
+_CONVERTED = {0: "text", 4: "text", 19: "text", 20: "text", 5: "decimal", 6: "date", 7: "time", 8: "time",
+              9: "timestamp", 10: "timestamp", 21: "fixed", **dict.fromkeys(range(11, 19), "integer")}
+_LOGICAL = {1: "text", 4: "text", 12: "text", 13: "text", 5: "decimal", 6: "date", 7: "time", 8: "timestamp",
+            10: "integer", 14: "fixed", 15: "fixed"}
+
+
+def _annotation(element: dict) -> str | None:
+    logical = element.get(10)
+    if isinstance(logical, dict) and logical:
+        return _LOGICAL.get(next(iter(logical)))
+    return _CONVERTED.get(element.get(6))
+
+
+def _validate(batch: pa.RecordBatch, index: int) -> None:
+    """Every value of a decoded batch checked (decimals within their precision, text UTF-8, ...)
+    before any is read: PayloadError naming the column."""
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        try:
+            column.validate(full=True)
+        except (pa.ArrowInvalid, pa.ArrowIndexError) as exc:
+            raise PayloadError(f"column {name!r} of row group {index} holds invalid values: "
+                               f"{_first_line(exc)}") from None
 
 
 def _first_line(exc: Exception) -> str:

@@ -60,14 +60,17 @@ class StructReader:
         #: With ``spans``: path of field ids (and list positions) -> (start, end) of each integer's varint.
         self.spans: dict[tuple[int, ...], tuple[int, int]] | None = {} if spans else None
 
-    def read(self, pos: int = 0) -> tuple[dict, int]:
-        """The struct at ``pos`` and the position after it; raise ThriftError."""
+    def read(self, pos: int = 0, last_field: int | None = None) -> tuple[dict, int]:
+        """The struct at ``pos`` and the position after it; raise ThriftError. With ``last_field``,
+        only its fields up to that id (written in id order, as Parquet's writers do), and the
+        position where the reading stopped."""
         try:
-            return self._struct(pos, (), 0)
+            return self._struct(pos, (), 0, last_field)
         except IndexError:
             raise ThriftError("truncated struct") from None
 
-    def _struct(self, pos: int, path: tuple[int, ...], depth: int) -> tuple[dict, int]:
+    def _struct(self, pos: int, path: tuple[int, ...], depth: int,
+                last_field: int | None = None) -> tuple[dict, int]:
         if depth > MAX_DEPTH:
             raise ThriftError("structs nested too deep")
         fields: dict[int, object] = {}
@@ -83,6 +86,8 @@ class StructReader:
             else:
                 raw, pos = read_varint(self.data, pos)
                 field = unzigzag(raw)
+            if last_field is not None and field > last_field:
+                return fields, pos - 1
             if kind in (_BOOL_TRUE, _BOOL_FALSE):  # in a struct, the value is the type
                 fields[field] = kind == _BOOL_TRUE
                 continue
