@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
+from py4j.protocol import Py4JJavaError
 from pyspark.errors import AnalysisException, PySparkException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -261,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "PATH_ALREADY_EXISTS" in str(exc):
             return _fail(f"{_first_line(exc)} (use --overwrite)", EXIT_USAGE)
         return _fail(_first_line(exc), EXIT_USAGE if "PATH_NOT_FOUND" in str(exc) else EXIT_UNREADABLE)
-    except PySparkException as exc:  # a failed job: an invalid cell in strict mode, an unreadable file
+    except (PySparkException, Py4JJavaError) as exc:  # a failed job: an invalid cell in strict mode, an
+        # unreadable file (Spark's own reader refusing a footer raises from the JVM, unwrapped)
         found = _strict_failure(str(exc))
         if found:
             return _fail(found, EXIT_INVALID)

@@ -307,17 +307,11 @@ class ParquetDecoder:
 
     def _expansion(self, batch: pa.RecordBatch, index: int) -> int:
         """The bytes the batch's dictionary-encoded text of a numeric kind (and ids) expands to when
-        lib.tables takes it value by value, ``TEXT_COPIES`` times; raise PayloadError for text
-        that is not UTF-8 (checked on the dictionary: each distinct value once)."""
+        lib.tables takes it value by value, ``TEXT_COPIES`` times (the batch is validated)."""
         extra = 0
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
             if not pa.types.is_dictionary(column.type):
                 continue
-            try:
-                column.dictionary.validate(full=True)
-            except pa.ArrowInvalid:
-                raise PayloadError(f"column {name!r} holds text that is not UTF-8 (row group {index}): "
-                                   "send UTF-8 strings") from None
             if name == ID_KEY or kind_of(name) not in LEVELS:
                 lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
                 extra += (pc.sum(lengths).as_py() or 0) + ROW_WIDTH * len(column)
@@ -371,6 +365,9 @@ def _validate(batch: pa.RecordBatch, index: int) -> None:
         try:
             column.validate(full=True)
         except (pa.ArrowInvalid, pa.ArrowIndexError) as exc:
+            if "UTF8" in str(exc):
+                raise PayloadError(f"column {name!r} holds text that is not UTF-8 (row group {index}): "
+                                   "send UTF-8 strings") from None
             raise PayloadError(f"column {name!r} of row group {index} holds invalid values: "
                                f"{_first_line(exc)}") from None
 
