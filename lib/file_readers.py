@@ -26,7 +26,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from lib.batch import RawBatch, make_batch
-from lib.codecs.csv import CsvDecoder, header_names
+from lib.codecs.csv import CsvDecoder, first_line, header_names
 from lib.codecs.limits import DecodeLimits
 from lib.codecs.ndjson import LinesDecoder
 from lib.codecs.parquet import ParquetDecoder
@@ -117,8 +117,7 @@ class CsvFileReader:
         self.total_rows = None
         if path.stat().st_size == 0:
             raise PayloadError("the file is empty: a CSV file starts with a header row")
-        with open(path, "rb") as handle:
-            self.columns = tuple(header_names(handle.read(1 << 16)))
+        self.columns = tuple(header_names(first_line(path)))
         self._decoder = CsvDecoder((*consumed, ID_KEY))
         self._consumed, self._chunk_rows = consumed, chunk_rows
 

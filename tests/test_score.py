@@ -256,7 +256,7 @@ def test_an_input_of_only_a_header_gives_an_empty_output(tmp_path):
     ("rows.csv", ["rows.csv", "--errors", "no/dir/e.csv"], score.EXIT_UNREADABLE, "cannot write no/dir/"),
     ("rows.csv", ["rows.csv", "--format", "parquet"], score.EXIT_UNREADABLE, "not a readable Parquet file"),
     ("rows.csv", ["rows.csv", "--format", "ndjson"], score.EXIT_UNREADABLE, "line 1: malformed JSON"),
-    ("latin1.csv", ["latin1.csv"], score.EXIT_UNREADABLE, "after row 0: not valid UTF-8: In CSV column #1: Row #3"),
+    ("latin1.csv", ["latin1.csv"], score.EXIT_UNREADABLE, "the CSV file is not valid UTF-8 at byte 26"),
     ("empty.csv", ["empty.csv"], score.EXIT_UNREADABLE, "the file is empty"),
 ])
 def test_mistakes_get_a_message_and_an_exit_code(test_rows, tmp_path, monkeypatch, setup, arguments, code, message):

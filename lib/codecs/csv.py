@@ -14,6 +14,7 @@ What a body must hold, checked as it is parsed:
 
 from __future__ import annotations
 
+import codecs
 import csv
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -56,11 +57,12 @@ class RaggedRows:
 
 
 def header_names(first_block: bytes) -> list[str]:
-    """The header's column names, from the start of a CSV body or file; PayloadError if there is
-    no header or a name appears twice."""
-    head = first_block.removeprefix(_BOM)
-    end = head.find(b"\n")
-    line = (head if end < 0 else head[:end]).rstrip(b"\r")
+    """The header's column names, from the start of a CSV body or file (its whole first line);
+    PayloadError if there is no header or a name appears twice."""
+    start = len(_BOM) if first_block.startswith(_BOM) else 0
+    end = first_block.find(b"\n", start)
+    head = first_block[start:] if end < 0 else first_block[start:end + 1]
+    line = head.rstrip(b"\r\n")
     try:
         names = next(csv.reader([line.decode("utf-8")]), [])
     except UnicodeDecodeError:
@@ -76,6 +78,37 @@ def header_names(first_block: bytes) -> list[str]:
     return names
 
 
+def first_line(path: Path) -> bytes:
+    """A file's first line, however long (a header of many or long names)."""
+    with open(path, "rb") as handle:
+        pieces = []
+        while piece := handle.read(1 << 16):
+            pieces.append(piece)
+            if b"\n" in piece:
+                break
+    return b"".join(pieces)
+
+
+def require_utf8_file(path: Path) -> None:
+    """Refuse a file (PayloadError) unless all of it is UTF-8, as a body is refused: read once
+    more, a block at a time (a pass over plain ASCII, a decode else)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(FILE_BLOCK_BYTES):
+            if not block.isascii() or decoder.getstate()[0]:
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    raise PayloadError(f"the CSV file is not valid UTF-8 at byte {offset + max(exc.start, 0)}: "
+                                       "send text as UTF-8") from None
+            offset += len(block)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise PayloadError("the CSV file ends inside a UTF-8 character: send text as UTF-8") from None
+
+
 class CsvDecoder:
     """Decodes CSV bodies and files into Arrow tables of text columns; build once per process."""
 
@@ -86,7 +119,7 @@ class CsvDecoder:
         """The wanted columns of a CSV body (those it has), all as strings; PayloadError if it is
         not well-formed CSV."""
         require_utf8(body, "the CSV body", csv=True)  # every byte: the columns no one reads too
-        names = header_names(body[:1 << 16] if len(body) > 1 << 16 else body)
+        names = header_names(body)
         included = self._included(names)
         ragged = RaggedRows()
         try:
@@ -100,8 +133,8 @@ class CsvDecoder:
     def batches(self, path: Path, keep: Sequence[str] = ()) -> Iterator[tuple[pa.RecordBatch, int]]:
         """The wanted and ``keep`` columns of a CSV file, a block at a time, with the bytes read so
         far; PayloadError (naming the rows read before it) if the file is not well-formed CSV."""
-        with open(path, "rb") as handle:
-            names = header_names(handle.read(1 << 16))
+        names = header_names(first_line(path))
+        require_utf8_file(path)
         included = self._included(names, keep)
         ragged = RaggedRows()
         rows = 0
