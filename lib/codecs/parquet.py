@@ -384,5 +384,29 @@ def check_file(path: Path, columns: Sequence[str], keep: Sequence[str] = ()) -> 
     decoder = ParquetDecoder(path, columns, DecodeLimits(max_rows=2**63 - 1, max_decoded_bytes=2**63 - 1),
                              keep=keep, whole=False, unreadable="not a readable Parquet file")
     decoder.close()
+    _check_row_group_sizes(path)
     return decoder.total_rows
+
+
+def _check_row_group_sizes(path: Path) -> None:
+    """Each row group's compressed size must be its column chunks' (Spark splits a file by the
+    middle of each row group as these sizes place it: a row group placed past the end of the file
+    is read by no task, and its rows are lost without a word)."""
+    with open(path, "rb") as handle:  # the footer only: the file may be large
+        handle.seek(-8, os.SEEK_END)
+        length = int.from_bytes(handle.read(4), "little")
+        handle.seek(-8 - length, os.SEEK_END)
+        footer_bytes = handle.read(length)
+    try:
+        footer, _ = StructReader(footer_bytes).read()
+    except ThriftError as exc:
+        raise PayloadError(f"not a readable Parquet file: its footer: {exc}") from None
+    for index, group in enumerate(footer.get(4) or []):
+        claimed = group.get(6) if isinstance(group, dict) else None
+        if claimed is None:
+            continue
+        chunks = sum((chunk.get(3) or {}).get(7, 0) for chunk in group.get(1) or [] if isinstance(chunk, dict))
+        if claimed != chunks:
+            raise PayloadError(f"not a readable Parquet file: row group {index} says it is {claimed} bytes, "
+                               f"its column chunks {chunks}")
 
