@@ -139,7 +139,7 @@ class NdjsonFileReader:
         self._consumed, self._chunk_rows = consumed, chunk_rows
 
     def chunks(self, keep: Sequence[str] = ()) -> Iterator[Chunk]:
-        decoder = LinesDecoder((*self._consumed, ID_KEY, *keep))
+        decoder = LinesDecoder((*self._consumed, ID_KEY, *keep), reported=self._consumed)
         read_bytes, line = 0, 1
         with open(self.path, "rb") as handle:
             while lines := list(itertools.islice(handle, self._chunk_rows)):

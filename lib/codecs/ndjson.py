@@ -44,8 +44,12 @@ class Lines:
 class LinesDecoder:
     """Decodes runs of NDJSON lines into columns of raw values; build once per process or file."""
 
-    def __init__(self, names: Sequence[str]):
+    def __init__(self, names: Sequence[str], reported: Sequence[str] | None = None):
         self.names = tuple(dict.fromkeys(names))
+        # The names whose absence the column report tells (the consumed columns; not ``id``, which
+        # most bodies leave out): the lines' keys are collected only when one of them is None
+        # throughout a run.
+        self._reported = [i for i, name in enumerate(self.names) if reported is None or name in reported]
         # Attribute names of our own: the keys are any text (a kept column may be "my col").
         self._attributes = [f"f{i}" for i in range(len(self.names))]
         row = msgspec.defstruct("Row", [(a, Any, None) for a in self._attributes],
@@ -70,7 +74,8 @@ class LinesDecoder:
             return self._decode_line_by_line(chunk, first_line)
         check_first_row(chunk, self._keys, f"line {first_line}")
         values = {name: [getattr(row, a) for row in rows] for name, a in zip(self.names, self._attributes, strict=True)}
-        names = row_keys(chunk, lines=True) if all_none_somewhere(list(values.values())) else None
+        columns = list(values.values())
+        names = row_keys(chunk, lines=True) if all_none_somewhere([columns[i] for i in self._reported]) else None
         return Lines(values, len(rows), names=names)
 
     def _decode_line_by_line(self, chunk: bytes, first_line: int) -> Lines:

@@ -33,7 +33,7 @@ class NdjsonReader:
 
     def __init__(self, columns: Sequence[str], limits: DecodeLimits):
         self.columns = tuple(columns)
-        self._decoder = LinesDecoder((*self.columns, ID_KEY))
+        self._decoder = LinesDecoder((*self.columns, ID_KEY), reported=self.columns)
 
     def read_chunk(self, chunk: bytes, first_line: int) -> Chunk:
         """Decode ``chunk`` (whole lines; line numbers from ``first_line``, counted from 1)."""
