@@ -58,10 +58,17 @@ def make_batch(columns: Sequence[str], n_rows: int, values: Sequence[Sequence], 
     return RawBatch(
         n_rows=n_rows,
         columns=dict(zip(columns, values, strict=True)),
-        ids=list(ids) if any(v is not None for v in ids) else None,
+        ids=list(ids) if _any_present(ids) else None,
         errors=[CellError(i, ID_KEY, msg) for i, msg in problems]
         + [CellError(i, column, msg, ids[i]) for i, column, msg in cell_errors],
     )
+
+
+def _any_present(ids: Sequence) -> bool:
+    # A list is counted in C: most bodies send no ids, and a generator costs 2 ms a 10,000 rows.
+    if isinstance(ids, list):
+        return ids.count(None) != len(ids)
+    return any(v is not None for v in ids)
 
 
 def _check_ids(ids: Sequence) -> list[tuple[int, str]]:

@@ -235,10 +235,8 @@ def _clean_floats(array: pa.ChunkedArray | pa.Array, kind: str) -> np.ndarray | 
     try:
         trimmed = pc.utf8_trim(array, " \t")
         blank = pc.equal(trimmed, "")
-        if kind in _GRAMMARS:
-            well_formed = pc.or_kleene(blank, pc.match_substring_regex(trimmed, _GRAMMARS[kind]))
-            if not pc.all(well_formed, skip_nulls=True, min_count=0).as_py():
-                return None
+        if kind in _GRAMMARS and not _well_formed(trimmed, _GRAMMARS[kind]):
+            return None
         text = trimmed
         if kind == CURRENCY:
             for character in "$, \t":  # spaces inside an amount too; a pass only if needed
@@ -257,6 +255,37 @@ def _clean_floats(array: pa.ChunkedArray | pa.Array, kind: str) -> np.ndarray | 
     if not np.array_equal(np.isnan(values), missing) or np.isinf(values).any():
         return None
     return values
+
+
+def _well_formed(text: pa.ChunkedArray | pa.Array, grammar: str) -> bool:
+    """Whether every cell of ``text`` that is not blank matches ``grammar``. The grammars treat
+    every ASCII digit alike, so each cell is matched by its shape, its digits written as ``9``
+    (``"$-5,212.82"`` is ``"$-9,999.99"``): a column of 10,000 amounts has a few dozen shapes,
+    matched once each, where matching every cell cost 1.5 ms a column."""
+    shapes = pc.unique(_digit_shapes(text))
+    matched = pc.or_kleene(pc.equal(shapes, ""), pc.match_substring_regex(shapes, grammar))
+    return pc.all(matched, skip_nulls=True, min_count=0).as_py()
+
+
+#: Byte -> byte: ASCII digits to ``9``, every other byte to itself (a UTF-8 sequence of more than
+#: one byte never holds a byte below 0x80, so no character but a digit changes).
+_DIGITS_AS_NINE = np.arange(256, dtype=np.uint8)
+_DIGITS_AS_NINE[ord("0"):ord("9") + 1] = ord("9")
+
+
+def _digit_shapes(text: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """``text`` with its digits written as ``9``: its data buffer translated, its offsets and
+    validity shared. Text of another layout than string or large_string is returned as it is."""
+    shaped = []
+    for chunk in _chunks(text):
+        if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+            return text
+        validity, offsets, data = chunk.buffers()
+        if data is not None:
+            data = pa.py_buffer(_DIGITS_AS_NINE[np.frombuffer(data, dtype=np.uint8)])
+        shaped.append(pa.Array.from_buffers(chunk.type, len(chunk), [validity, offsets, data],
+                                            chunk.null_count, chunk.offset))
+    return pa.chunked_array(shaped, text.type) if isinstance(text, pa.ChunkedArray) else shaped[0]
 
 
 def _encoded(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[Sequence, _CellProblems]:

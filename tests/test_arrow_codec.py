@@ -389,3 +389,22 @@ def test_a_text_cell_over_256_bytes_is_refused_unread_in_every_table_reader(name
     assert problems == []
     _, errors = normalize_column(name, values)
     assert errors == {0: message, 3: message}
+
+
+def test_a_schema_read_before_changes_nothing_of_what_a_later_body_may_do():
+    # The decoder keeps the schemas it read (a client sends one schema body after body): a body
+    # with a known schema is still validated batch by batch, and many schemas keep the right one.
+    from lib.codecs.arrow import ArrowDecoder
+    from lib.codecs.limits import DecodeLimits
+    from lib.errors import PayloadError
+
+    decoder = ArrowDecoder(["x5", "x44"], DecodeLimits(max_rows=200_000, max_decoded_bytes=96 << 20))
+    honest = pa.table({"x5": ["monday"] * 777, "x44": pa.array(np.arange(777), type=pa.int64())})
+    assert decoder.decode(arrow_bodies.stream(honest)).num_rows == 777
+    with pytest.raises(PayloadError, match="record batch 0 of the Arrow body is invalid"):
+        decoder.decode(_lying_batch(file=False))
+    for n in range(40):  # more schemas than are kept, each answered with its own columns
+        data = pa.table({f"c{n}": [n], "x44": pa.array([float(n)]), "x5": [f"day{n}"]})
+        table = decoder.decode(arrow_bodies.stream(data))
+        assert table.column_names == ["x44", "x5"] and table.to_pylist() == [{"x44": float(n), "x5": f"day{n}"}]
+    assert decoder.decode(arrow_bodies.stream(honest)).to_pylist()[776] == {"x5": "monday", "x44": 776}

@@ -198,3 +198,21 @@ def test_the_file_command_refuses_hostile_files_with_exit_code_3(name, tmp_path,
     assert "Traceback" not in stderr.getvalue()
     assert FILE_COMMAND_WORDS.get(name, words) in stderr.getvalue()
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_schema_found_to_fit_lets_no_other_schema_through():
+    # The API's reader keeps the footer schemas it checked (one schema body after body): a body
+    # whose schema differs only by one annotation that does not fit is still refused after it.
+    from lib.codecs.parquet import FittingSchemas
+    from tests import mutators as m
+
+    honest = parquet(pa.table({"x44": [1.5, 2.5], "x5": ["monday", "friday"]}))
+    mutated = m.ParquetBody(honest)
+    x44 = next(e for e in mutated.schema() if e.value(m.SE_NAME) == b"x44")
+    date = m.ThriftField(m.LOGICAL_IDS["DATE"], m.C_STRUCT, m.LOGICAL_TYPES["DATE"])
+    x44.set(m.SE_LOGICAL_TYPE, m.C_STRUCT, m.ThriftStruct([date]))
+    schemas, limits = FittingSchemas(), DecodeLimits(max_rows=100, max_decoded_bytes=1 << 26)
+    for _ in range(2):
+        assert ParquetDecoder(honest, ["x44", "x5"], limits, schemas=schemas).table().num_rows == 2
+        with pytest.raises(PayloadError, match="column 'x44' is annotated date but its values are stored as DOUBLE"):
+            ParquetDecoder(bytes(mutated), ["x44", "x5"], limits, schemas=schemas)

@@ -6,6 +6,8 @@ import math
 
 import pyarrow as pa
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from lib.tables import batch_from_table, column_values
 
@@ -65,6 +67,28 @@ def test_text_cells_of_numeric_columns_normalise_as_json_strings(name, cells):
 
     expected, expected_errors = normalize_numeric(name, cells)
     for array in (pa.array(cells, type=pa.string()), pa.chunked_array([pa.array(cells, type=pa.large_string())])):
+        values, problems = column_values(array, name)
+        got, errors = normalize_numeric(name, values)
+        assert (got.tobytes(), errors, problems) == (expected.tobytes(), expected_errors, [])
+
+
+# Cells spelt from the characters amounts and percentages are made of: most are malformed, many
+# are well-formed, and a column of them mixes shapes as real columns do.
+_AMOUNT_TEXT = st.text(alphabet="0123456789$,.-+%() eE\t١", max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cells=st.lists(_AMOUNT_TEXT | st.none(), min_size=1, max_size=30), cut=st.integers(0, 3))
+@example(cells=["$5", "$1,00"], cut=1)  # the malformed cell last, in a slice
+@pytest.mark.parametrize("name", ["x12", "x63"])  # currency, percent
+def test_a_column_of_amounts_normalises_as_its_cells_do_one_by_one(name, cells, cut):
+    # The column is checked against the amount grammar as a whole (by the cells' shapes): it must
+    # agree with the cell-by-cell route on every mix, sliced and chunked as readers hand it over.
+    from lib.normalize import normalize_numeric
+
+    expected, expected_errors = normalize_numeric(name, cells)
+    sliced = pa.array(["$1"] * cut + cells, type=pa.string()).slice(cut)
+    for array in (sliced, pa.chunked_array([sliced[:len(sliced) // 2], sliced[len(sliced) // 2:]])):
         values, problems = column_values(array, name)
         got, errors = normalize_numeric(name, values)
         assert (got.tobytes(), errors, problems) == (expected.tobytes(), expected_errors, [])

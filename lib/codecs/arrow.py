@@ -215,12 +215,20 @@ def _check_footer_schema(body: pa.Buffer, schema: pa.Schema) -> None:
                            "stream's (send the stream format, application/vnd.apache.arrow.stream)")
 
 
+#: Schemas an ArrowDecoder keeps read, and buffer layouts per schema (view columns' counts).
+_KNOWN_SCHEMAS, _KNOWN_LAYOUTS = 16, 64
+
+
 class ArrowDecoder:
     """Decodes Arrow IPC bodies to validated record batches of the consumed columns and ``id``."""
 
     def __init__(self, columns: Sequence[str], limits: DecodeLimits):
         self.wanted = frozenset((*columns, ID_KEY))
         self.limits = limits
+        # Schema message bytes -> (schema, wanted field indices, their buffer spans): clients send
+        # the same schema request after request, and reading it and laying out its buffers
+        # costs 2 ms for 100 columns. At most _KNOWN_SCHEMAS are kept, the oldest dropped first.
+        self._schemas: dict[bytes, tuple[pa.Schema, list[int], _Spans]] = {}
 
     def decode(self, body: bytes | pa.Buffer) -> pa.Table:
         """The body's consumed columns and ``id`` as a table, every batch validated; raise
@@ -276,9 +284,7 @@ class ArrowDecoder:
         if first.type != "schema":
             raise PayloadError(f"the body is not a valid Arrow IPC stream: it starts with a {first.type} "
                                "message, not the schema")
-        schema = pa.ipc.read_schema(first)
-        included = [i for i, name in enumerate(schema.names) if name in self.wanted]
-        spans = _Spans(schema, included)
+        schema, included, spans = self._schema_of(first)
         lengths = []
         for number, message in enumerate(messages, start=1):
             if number > MAX_MESSAGES:
@@ -297,6 +303,18 @@ class ArrowDecoder:
                 raise PayloadError(f"the body is not a valid Arrow IPC stream: message {number} is a "
                                    f"{message.type}, not a record batch or a dictionary")
         return schema, included, lengths
+
+    def _schema_of(self, message: pa.ipc.Message) -> tuple[pa.Schema, list[int], _Spans]:
+        key = message.metadata.to_pybytes()
+        known = self._schemas.pop(key, None)
+        if known is None:
+            schema = pa.ipc.read_schema(message)
+            included = [i for i, name in enumerate(schema.names) if name in self.wanted]
+            known = (schema, included, _Spans(schema, included))
+            while len(self._schemas) >= _KNOWN_SCHEMAS:
+                del self._schemas[next(iter(self._schemas))]
+        self._schemas[key] = known  # the most recently used last
+        return known
 
     @staticmethod
     def _wanted_size(spans: _Spans, header: _Header, body: pa.Buffer) -> int:
@@ -320,6 +338,8 @@ class _Spans:
         """The wanted fields' (start, end) among ``header``'s buffers; None if they do not add up."""
         key = tuple(header.variadic_counts)
         if key not in self.known:
+            if len(self.known) >= _KNOWN_LAYOUTS:  # kept across bodies: bounded
+                self.known.clear()
             variadic = iter(key)
             spans, start = [], 0
             for field in self.schema:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from lib.batch import RawBatch
 from lib.codecs.limits import DecodeLimits
-from lib.codecs.parquet import ParquetDecoder
+from lib.codecs.parquet import FittingSchemas, ParquetDecoder
 from lib.tables import batch_from_table
 
 
@@ -18,10 +18,11 @@ class ParquetReader:
     def __init__(self, columns: Sequence[str], limits: DecodeLimits):
         self.columns = tuple(columns)
         self.limits = limits
+        self._schemas = FittingSchemas()
 
     def read(self, body: bytes) -> RawBatch:
         """Turn a Parquet body into a batch; raise PayloadError / LimitError."""
-        decoder = ParquetDecoder(body, self.columns, self.limits)
+        decoder = ParquetDecoder(body, self.columns, self.limits, schemas=self._schemas)
         batch = batch_from_table(decoder.table(), self.columns)
         batch.names = decoder.names
         return batch
