@@ -35,7 +35,7 @@ from service.model_switch import EXTENSION, ModelSwitch
 from service.openapi import openapi_document
 from service.predictor import PHASES, Predictor
 from service.request_cycle import RECORDER_EXTENSION, REQUEST_ID_HEADER, Recorder, request_id
-from service.settings import Settings
+from service.settings import Settings, settings_or_exit
 
 log = logging.getLogger("predict")
 
@@ -77,9 +77,13 @@ def _key_file(settings: Settings, metrics: Metrics) -> KeyFile:
     return keys
 
 
-def create_app(test_config: dict | None = None) -> Flask:
-    """Build the app: settings, verified artifacts, compiled plan, routes, error handlers."""
-    settings = Settings.from_env().with_overrides(test_config)
+def create_app(test_config: dict | None = None, settings: Settings | None = None) -> Flask:
+    """Build the app: settings, verified artifacts, compiled plan, routes, error handlers.
+
+    ``settings`` is the server's settings object; without it, the environment's (under
+    gunicorn, the object gunicorn.conf.py read). ``test_config`` replaces some of its values and
+    is checked the same way: a bad value exits with every problem on stderr."""
+    settings = settings_or_exit(settings, test_config)
     _configure_logging(settings.log_level)
     metrics = Metrics(PHASES, enabled=settings.metrics_enabled)
 

@@ -36,9 +36,12 @@ def _claim_metrics_dir(path: str) -> int | None:
 _metrics_dir_lock = _claim_metrics_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 from service import buffered_worker, drain, one_write_response, streaming  # noqa: E402 - after the variable above
-from service.settings import Settings  # noqa: E402
+from service.settings import settings_or_exit  # noqa: E402
 
-_settings = Settings.from_env()
+# Read once, here: a bad value stops the server before anything starts, every problem on stderr
+# with exit status 2. The worker class is built from this object and the app factory, loaded in
+# this process, gets the same one (Settings.from_env parses one environment once).
+_settings = settings_or_exit()
 # Header and body of an answer in one write (see service/one_write_response.py).
 one_write_response.install()
 

@@ -16,15 +16,16 @@ from flask import Flask, Response, request
 from bench.client import PREDICT_PATH, PREDICTED_CLASS, PROBABILITY, SELECTED_FEATURES
 from lib.artifacts import read_manifest
 from lib.store import ModelStore
-from service.settings import Settings
+from service.settings import Settings, settings_or_exit
 
 #: A probability with as many digits as a real one usually has, so answers weigh the same.
 PROBABILITY_VALUE = 0.12345678901234568
 
 
-def create_app(test_config: dict | None = None) -> Flask:
-    """The floor app; it reads only the manifest (for the selected features), never a pickle."""
-    settings = Settings.from_env().with_overrides(test_config)
+def create_app(test_config: dict | None = None, settings: Settings | None = None) -> Flask:
+    """The floor app; it reads only the manifest (for the selected features), never a pickle.
+    Its settings come as the real app's do (flaskapp.create_app)."""
+    settings = settings_or_exit(settings, test_config)
     directory = settings.model_dir or ModelStore(settings.model_store).active()[1]
     features = sorted(read_manifest(directory)["consumed_columns"])
     answer = {PROBABILITY: PROBABILITY_VALUE, SELECTED_FEATURES: features, PREDICTED_CLASS: 0}

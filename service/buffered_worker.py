@@ -100,9 +100,12 @@ class Connection:
 
 
 class BufferedWorker(SyncWorker):
-    """gunicorn's sync worker, but requests are received without blocking before being served."""
+    """gunicorn's sync worker, but requests are received without blocking before being served.
 
-    limits = ClientLimits.of(Settings())
+    Used through ``configured(settings)``, which gives it the server's limits: the class itself
+    has none, so that no worker runs with limits other than the server's settings."""
+
+    limits: ClientLimits
 
     def run(self):
         if self.cfg.is_ssl:
@@ -315,5 +318,6 @@ def _drain_pipe(fd: int) -> None:
 
 
 def configured(settings: Settings) -> type[BufferedWorker]:
-    """The worker class with ``settings``' limits (gunicorn.conf.py's ``worker_class``)."""
+    """The worker class with the limits of ``settings``, the server's one settings object
+    (gunicorn.conf.py's ``worker_class``)."""
     return type("BufferedWorker", (BufferedWorker,), {"limits": ClientLimits.of(settings)})

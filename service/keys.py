@@ -224,9 +224,9 @@ def parse_args(argv: Sequence[str] | None, default_file: Path | None) -> argpars
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from service.settings import Settings
+    from service.settings import settings_or_exit
 
-    args = parse_args(argv, Settings.from_env().api_keys_file)
+    args = parse_args(argv, settings_or_exit().api_keys_file)
     try:
         if args.command == "add":
             key, line = add(args.file, args.name)

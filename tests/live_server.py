@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import requests
@@ -23,7 +22,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[1]
 #: What the service reads from its environment: service/settings.py's variables, and what gunicorn.conf.py
 #: and gunicorn themselves read. A test server gets only the values its test names: a
 #: developer's shell (MAX_ROWS=..., GUNICORN_CMD_ARGS=...) must not change what a test sees.
-SERVICE_VARIABLES = frozenset({field.name.upper() for field in fields(Settings)}
+SERVICE_VARIABLES = frozenset(set(Settings.variables().values())
                               | {"PROMETHEUS_MULTIPROC_DIR", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                                  "MKL_NUM_THREADS"})
 SERVICE_PREFIXES = ("GUNICORN_", "FLASK_")

@@ -31,7 +31,7 @@ import resource
 import shutil
 import struct
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -79,7 +79,7 @@ COLUMNS = ("x5", "x12", "x31", "x44", "x53", "x81", "x0")
 #: The decoded-size budget (the setting's default) and the growth allowed above it: what the
 #: worker holds besides the decoded columns while it scores them (the request's bytes, the
 #: answer, allocator slack).
-BUDGET_MB = next(f.default for f in fields(Settings) if f.name == "max_decoded_mb")
+BUDGET_MB = Settings().max_decoded_mb
 MARGIN_MB = 64
 #: Address space a worker may take before the kernel refuses it more: far above budget + margin
 #: (so the growth check, not this, finds a bomb), far below what would starve the other tests.

@@ -15,7 +15,7 @@ import pytest
 from service import keys
 from service.auth import presented_key, protected
 from service.keys import KeyFile, KeyFileError, KeyLine, KeyRing, key_hash, parse_lines
-from service.settings import DEFAULT_KEY_PATHS, Settings
+from service.settings import DEFAULT_KEY_PATHS, Settings, SettingsError
 from tests.live_server import PROJECT_DIR, without_service_settings
 
 
@@ -138,8 +138,9 @@ def test_protected_paths_cover_themselves_and_below_only():
     for path in ("/health", "/ready", "/docs", "/docs/swagger-ui.css", "/openapi.json", "/modelsx", "/predictor", "/"):
         assert protected(path, paths) is None, path
     assert protected("/anything", Settings(api_keys_paths="/").key_paths) == "/"
-    with pytest.raises(SystemExit, match="API_KEYS_PATHS must be paths starting with '/'"):
-        Settings(api_keys_paths="/predict,metrics").validate()
+    with pytest.raises(SettingsError, match="API_KEYS_PATHS='/predict,metrics': expected paths starting with '/', "
+                                            "got metrics"):
+        Settings(api_keys_paths="/predict,metrics")
 
 
 # --- the command -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from gunicorn.config import Config
 
 from service.access_log import FIELDS
 from service.arrival import Arrival
-from service.settings import Settings
+from service.settings import Settings, SettingsError
 from tests.live_server import LiveServer, accepted, wait_for
 from tests.slow_clients import ROW_BODY, SLOW_BODY_HEAD, SLOW_HEADER_HEAD, SlowClients, answers_while_slow
 
@@ -331,5 +331,5 @@ def test_arrival_hands_over_a_head_too_long_for_gunicorn_before_it_ends():
 @pytest.mark.parametrize("name", ["client_read_timeout", "client_idle_seconds", "client_buffer_mb",
                                   "client_max_pending"])
 def test_client_settings_below_one_are_refused_naming_the_variable(name):
-    with pytest.raises(SystemExit, match=name.upper()):
-        Settings(**{name: 0}).validate()
+    with pytest.raises(SettingsError, match=f"{name.upper()}=0: must be at least 1"):
+        Settings(**{name: 0})

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from service.answer_hold import MEMORY_BYTES, AnswerHold
-from service.settings import Settings
+from service.settings import Settings, SettingsError
 from tests.forms import NDJSON, ndjson
 from tests.live_server import wait_for
 
@@ -157,5 +157,5 @@ def test_what_the_peer_does_not_read_is_held_and_comes_out_whole_and_in_order():
 
 @pytest.mark.parametrize("value", ["0", "-5"])
 def test_the_hold_limit_is_at_least_one_mb(value):
-    with pytest.raises(SystemExit, match=f"STREAM_HOLD_MB must be at least 1, got {value}"):
+    with pytest.raises(SettingsError, match=f"STREAM_HOLD_MB={value}: must be at least 1"):
         Settings.from_env({"STREAM_HOLD_MB": value})
