@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from lib.codecs.limits import DecodeLimits
 
@@ -75,13 +74,13 @@ class SettingsError(ValueError):
         super().__init__(f"{self.summary}: " + "; ".join(problems))
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Service settings; the environment variable of each field is its upper-case name.
 
     ``Settings(**values)`` is the defaults with ``values`` (tests); ``Settings.from_env()`` reads
     the environment."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     port: int = Field(1313, ge=1, le=65535, description="port to listen on, all interfaces")
     bind: str = Field("", description="full bind address instead of PORT, e.g. 127.0.0.1:8000")
@@ -132,13 +131,6 @@ class Settings(BaseSettings):
     metrics_enabled: Flag = Field(True, description="count requests and rows for /metrics; off only to measure what "
                                   "observability costs (bench/overhead.py)")
     access_log: Flag = Field(True, description="one JSON line per request")
-
-    @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   **sources: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Only the values given: the environment comes in through from_env, from one mapping, so
-        # that an explicit environment is never mixed with the process's own.
-        return (init_settings,)
 
     def __init__(self, **values: Any):
         try:
