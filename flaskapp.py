@@ -34,8 +34,9 @@ from service.model_pages import model_blueprint
 from service.model_switch import EXTENSION, ModelSwitch
 from service.openapi import openapi_document
 from service.predictor import PHASES, Predictor
-from service.request_cycle import RECORDER_EXTENSION, REQUEST_ID_HEADER, Recorder, request_id
+from service.request_cycle import RECORDER_EXTENSION, REQUEST_ID_HEADER, Exchange, Recorder, request_id
 from service.settings import Settings, settings_or_exit
+from service.streaming import HEARTBEAT_EXTENSION, Heartbeat
 
 log = logging.getLogger("predict")
 
@@ -111,6 +112,9 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     app.extensions[EXTENSION] = models
     # service/buffered_worker.py records the requests it answers before they reach the app.
     app.extensions[RECORDER_EXTENSION] = recorder
+    # gunicorn.conf.py's post_worker_init connects it to each worker (a long stream's heartbeat).
+    heartbeat = app.extensions[HEARTBEAT_EXTENSION] = Heartbeat()
+    # gunicorn.conf.py's when_ready adds the server's drain flag (service.drain.EXTENSION).
 
     @app.before_request
     def start_request() -> None:
@@ -124,16 +128,17 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         # about as much as a metric sample.
         req, state = request._get_current_object(), g._get_current_object()
         endpoint = req.url_rule.rule if req.url_rule else _unrouted_endpoint(app, req)
-        response.headers.extend(recorder.finish(
-            state.get("request_id") or request_id(None), state.get("started", time.perf_counter()), req.method,
-            req.path, endpoint, response.status_code, req.content_length or 0, response.content_length,
-            model_version=state.get("model", models.current).version, key=req.environ.get(KEY_NAME)))
+        exchange = Exchange(
+            request_id=state.get("request_id") or request_id(None), started=state.get("started", time.perf_counter()),
+            method=req.method, path=req.path, endpoint=endpoint, status=response.status_code,
+            bytes_in=req.content_length or 0, bytes_out=response.content_length, key=req.environ.get(KEY_NAME))
+        response.headers.extend(recorder.finish(exchange, model_version=state.get("model", models.current).version))
         return response
 
     # POST /predict never reaches Flask: ``mount`` sends it to the endpoint. The rule is here
     # so that Flask's routing answers the other methods on /predict (405, OPTIONS).
     app.add_url_rule(PATH, endpoint="predict", methods=[METHOD])
-    app.wsgi_app = mount(app.wsgi_app, PredictEndpoint(models, settings, metrics, recorder))
+    app.wsgi_app = mount(app.wsgi_app, PredictEndpoint(models, settings, metrics, recorder, heartbeat))
     if settings.api_keys_file is not None:
         app.wsgi_app = KeyCheck(app.wsgi_app, _key_file(settings, metrics), settings.key_paths, metrics, recorder)
 
@@ -143,7 +148,7 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
 
     @app.get("/ready")
     def ready() -> Response:
-        if drain.is_draining():
+        if drain.is_draining(app):
             return json_response(error_payload(503, "draining: this server is stopping"), 503)
         served = g.model
         try:

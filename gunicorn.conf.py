@@ -13,14 +13,14 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="predict-metrics-")
 
 
-def _claim_metrics_dir(path: str) -> int | None:
+def _claim_metrics_dir(path: str) -> None:
     """Lock ``path`` for this server, or refuse to start: two servers counting in one directory
     would add up each other's samples, and each would empty it at start. A POSIX lock: the
-    master's own, held while it lives, and taken again without conflict when SIGHUP makes it
-    read this file anew."""
+    master's own, held while it lives (its descriptor stays open, unnamed), and taken again
+    without conflict when SIGHUP makes it read this file anew."""
     os.makedirs(path, exist_ok=True)
     if "GUNICORN_PID" in os.environ:  # a USR2 re-exec: the directory is its old master's, the same server's
-        return None
+        return
     lock = os.open(os.path.join(path, "server.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -29,13 +29,12 @@ def _claim_metrics_dir(path: str) -> int | None:
         raise SystemExit(f"cannot start: PROMETHEUS_MULTIPROC_DIR={path} is in use by another running server; "
                          "give each server a directory of its own, or leave it unset (each server then "
                          "makes its own)") from None
-    return lock
 
 
 # Claimed before the app is loaded: the master's preloaded metrics write their files there.
-_metrics_dir_lock = _claim_metrics_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+_claim_metrics_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
-from service import buffered_worker, drain, one_write_response, streaming  # noqa: E402 - after the variable above
+from service import buffered_worker, drain, gunicorn_internals, one_write_response  # noqa: E402 - after the variable above
 from service.settings import settings_or_exit  # noqa: E402
 
 # Read once, here: a bad value stops the server before anything starts, every problem on stderr
@@ -86,21 +85,31 @@ def on_starting(server):
 
 
 def when_ready(server):
-    """Behind a balancer that checks /ready, DRAIN_SECONDS makes SIGTERM drain first (drain.py)."""
+    """Behind a balancer that checks /ready, DRAIN_SECONDS makes SIGTERM drain first (drain.py).
+    Its flag is made here, in the master before it forks, and handed to the preloaded app, which
+    every worker inherits (and which a SIGHUP's new workers inherit too: the app is not reloaded)."""
     if _settings.drain_seconds > 0:
-        drain.install(server, _settings.drain_seconds)
+        flag = drain.Drain()
+        flag.install(server, _settings.drain_seconds)
+        extensions = getattr(gunicorn_internals.loaded_app(server), "extensions", None)
+        if extensions is not None:  # None for another app (bench/floor_app.py has no /ready of ours)
+            extensions[drain.EXTENSION] = flag
 
 
 def post_worker_init(worker):
     """Per worker, after the fork: a stream may outlast GUNICORN_TIMEOUT, so it reports to the
-    arbiter after each chunk (service/streaming.py); and a thread follows the model store's
-    pointer (service/model_switch.py; made here since a forked process keeps only the thread
-    that forked)."""
-    streaming.set_heartbeat(worker.notify)
+    arbiter after each chunk (the app's heartbeat, service/streaming.py); and a thread follows the
+    model store's pointer (service/model_switch.py; made here since a forked process keeps only
+    the thread that forked)."""
     from service.model_switch import EXTENSION  # here: prometheus_client must see the variable above
+    from service.streaming import HEARTBEAT_EXTENSION
 
-    switch = getattr(worker.wsgi, "extensions", {}).get(EXTENSION)
-    if switch is not None:  # None for another app (bench/floor_app.py)
+    extensions = getattr(worker.wsgi, "extensions", {})
+    heartbeat = extensions.get(HEARTBEAT_EXTENSION)
+    if heartbeat is not None:  # None for another app (bench/floor_app.py)
+        heartbeat.connect(worker.notify)
+    switch = extensions.get(EXTENSION)
+    if switch is not None:
         switch.start()
 
 

@@ -21,25 +21,21 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from gunicorn.http.body import ChunkedReader, LengthReader
-from gunicorn.http.errors import NoMoreData
 from gunicorn.http.message import Request
-from gunicorn.http.unreader import IterUnreader
 
+from service.gunicorn_internals import (
+    NoMoreData,
+    body_length,
+    expects_continue,
+    head_limit,
+    parse_request,
+    unparsed_bytes,
+)
 from service.readers import streamed_media_types
 
 STREAMED = streamed_media_types()
 #: Headers (lower case) after which only gunicorn's parse tells when the request is ready.
 _READ_CHANGING = frozenset({b"transfer-encoding", b"expect"})
-
-
-def head_limit(cfg) -> int:
-    """The most bytes a request line and header section can take before gunicorn refuses them:
-    its header buffer bound (``Message.max_buffer_headers``) plus the request line."""
-    fields = cfg.limit_request_fields if 0 < cfg.limit_request_fields <= 32768 else 32768
-    field_size = cfg.limit_request_field_size if cfg.limit_request_field_size > 0 else 8190
-    line = cfg.limit_request_line if cfg.limit_request_line > 0 else 8190
-    return fields * (field_size + 2) + 4 + line + 4
 
 
 class Arrival:
@@ -79,7 +75,7 @@ class Arrival:
 
     def _parse(self) -> Request:
         """gunicorn's own parse of the bytes held (raises what gunicorn raises on them)."""
-        return Request(self.cfg, IterUnreader([bytes(self.data)]), self.addr)
+        return parse_request(self.cfg, bytes(self.data), self.addr)
 
     def _head_done(self) -> bool:
         if self._whole_at_a_glance():
@@ -91,16 +87,11 @@ class Arrival:
         except Exception:  # refused: gunicorn answers it from the same bytes
             return True
         self.method, self.path, self.headers = request.method, request.path, request.headers
-        self.expects_continue = bool(getattr(request, "_expected_100_continue", False))
-        held = len(request.unreader.buf.getvalue())
-        self._body_start = len(self.data) - held
+        self.expects_continue = expects_continue(request)
+        self._body_start = len(self.data) - unparsed_bytes(request)
         if request.method == "POST" and _media_type(self.header("CONTENT-TYPE") or "") in STREAMED:
             return True
-        reader = request.body.reader
-        if isinstance(reader, LengthReader):
-            self._length = reader.length
-        elif not isinstance(reader, ChunkedReader):  # pragma: no cover - gunicorn gives requests no other
-            return True
+        self._length = body_length(request)
         return self._body_done(self._body_start)
 
     def _whole_at_a_glance(self) -> bool:

@@ -17,7 +17,7 @@ import orjson
 from service.errors import error_payload
 from service.keys import KeyFile
 from service.metrics import Metrics
-from service.request_cycle import Recorder, request_id
+from service.request_cycle import Exchange, Recorder, request_id
 
 #: Where the name of a request's key is kept in its WSGI environ.
 KEY_NAME = "predict.api_key_name"
@@ -75,6 +75,8 @@ class KeyCheck:
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), CHALLENGE]
         # The path as the metrics label is the protected entry: a client cannot mint label values.
         method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
-        headers += self.recorder.finish(rid, started, method, path, guarded, 401, 0, len(body), model_version=None)
+        exchange = Exchange(request_id=rid, started=started, method=method, path=path, endpoint=guarded, status=401,
+                            bytes_in=0, bytes_out=len(body))
+        headers += self.recorder.finish(exchange, model_version=None)
         start_response("401 Unauthorized", headers)
         return [body]

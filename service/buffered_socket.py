@@ -21,9 +21,7 @@ import select
 import socket
 
 from service.answer_hold import AnswerHold
-
-#: What gunicorn writes before reading a body that the client announced with Expect: 100-continue.
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+from service.gunicorn_internals import CONTINUE
 
 
 class HeldSocket:

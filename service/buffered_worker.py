@@ -42,13 +42,13 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 
 import orjson
-from gunicorn import util
 from gunicorn.workers.sync import SyncWorker
 
 from service.arrival import Arrival
 from service.buffered_socket import CONTINUE, HeldSocket
 from service.errors import error_payload
-from service.request_cycle import RECORDER_EXTENSION, Recorder, request_id
+from service.gunicorn_internals import handle_connection, parent_alive, tls_in_gunicorn, wake_fd
+from service.request_cycle import RECORDER_EXTENSION, Exchange, Recorder, request_id
 from service.settings import Settings
 
 #: The metrics label (``endpoint``) of requests the worker answered before they were read whole.
@@ -108,20 +108,20 @@ class BufferedWorker(SyncWorker):
     limits: ClientLimits
 
     def run(self):
-        if self.cfg.is_ssl:
+        if tls_in_gunicorn(self.cfg):
             self.log.warning("TLS in gunicorn: requests are read by the plain sync worker")
             return super().run()
         for listener in self.sockets:
             listener.setblocking(False)
             _defer_accept(listener)
         self.selector = selectors.DefaultSelector()
-        self.selector.register(self.PIPE[0], selectors.EVENT_READ, _WAKE)
+        self.selector.register(wake_fd(self), selectors.EVENT_READ, _WAKE)
         self.connections: dict[int, Connection] = {}  # by file descriptor
         self.ready: deque[Connection] = deque()
         self.listening = False
         self.recorder = getattr(self.wsgi, "extensions", {}).get(RECORDER_EXTENSION)
         try:
-            while self.alive and self.is_parent_alive():
+            while self.alive and parent_alive(self):
                 self._listen(len(self.connections) + len(self.ready) < self.limits.max_pending)
                 self._turn()
             self._stop()
@@ -140,7 +140,7 @@ class BufferedWorker(SyncWorker):
             if key.data is _LISTENER:
                 self._accept_and_serve(key.fileobj)
             elif key.data is _WAKE:
-                _drain_pipe(self.PIPE[0])
+                _drain_pipe(wake_fd(self))
             else:
                 self._receive(key.data)
         self._expire()
@@ -178,7 +178,7 @@ class BufferedWorker(SyncWorker):
                 return False
             raise
         sock.setblocking(False)
-        util.close_on_exec(sock)
+        os.set_inheritable(sock.fileno(), False)  # FD_CLOEXEC, as gunicorn's sync worker sets it
         limits = self.limits
         arrival = Arrival(self.cfg, addr, limits.buffer_bytes, limits.max_body_bytes)
         connection = Connection(sock, addr, listener, arrival, time.monotonic() + limits.read_timeout)
@@ -221,7 +221,7 @@ class BufferedWorker(SyncWorker):
         sock = connection.sock
         sock.setblocking(True)
         held = HeldSocket(sock, bytes(connection.arrival.data), self.limits.idle_seconds, connection.continue_sent)
-        self.handle(connection.listener, held, connection.addr)
+        handle_connection(self, connection.listener, held, connection.addr)
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -239,7 +239,7 @@ class BufferedWorker(SyncWorker):
         self._listen(False)
         stop_by = time.monotonic() + self.cfg.graceful_timeout / 2
         while (any(not c.closing for c in self.connections.values()) and time.monotonic() < stop_by
-               and self.is_parent_alive()):
+               and parent_alive(self)):
             self._turn(until=stop_by)
         for connection in list(self.connections.values()):
             if not connection.closing:
@@ -248,7 +248,7 @@ class BufferedWorker(SyncWorker):
         # is read and dropped for at most CLOSE_LINGER_SECONDS. Closed at once with the client's
         # bytes unread, the socket would be reset, and a client reading its answer could lose it.
         linger_by = time.monotonic() + CLOSE_LINGER_SECONDS
-        while self.connections and time.monotonic() < linger_by and self.is_parent_alive():
+        while self.connections and time.monotonic() < linger_by and parent_alive(self):
             self._turn(until=linger_by)
         for connection in list(self.connections.values()):
             self._close(connection)
@@ -265,8 +265,9 @@ class BufferedWorker(SyncWorker):
         head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers)
         sent = _send(connection.sock, (head + "\r\n").encode("latin-1") + body)
         if self.recorder is not None:
-            self.recorder.record(rid, connection.started, arrival.method, arrival.path, UNREAD_ENDPOINT, status,
-                                 len(arrival.data), sent)
+            self.recorder.record(Exchange(request_id=rid, started=connection.started, method=arrival.method,
+                                          path=arrival.path, endpoint=UNREAD_ENDPOINT, status=status,
+                                          bytes_in=len(arrival.data), bytes_out=sent))
         try:
             connection.sock.shutdown(socket.SHUT_WR)
         except OSError:

@@ -25,13 +25,14 @@ from service.answers import ANSWER_ALIASES, ANSWER_TYPES, FORMATS, ROWS_FORMAT
 from service.auth import KEY_NAME
 from service.column_report import COLUMN_MODES, column_headers, log_field
 from service.errors import error_answer
+from service.gunicorn_internals import client_socket
 from service.metrics import Metrics
 from service.model_switch import ModelSwitch, ServedModel
 from service.predictor import EXPLAIN_ALL, Prediction, Predictor
 from service.readers import INPUT_LAYOUTS
-from service.request_cycle import ArrivingBody, Recorder, deadline, read_body, request_id, server_timing
+from service.request_cycle import ArrivingBody, Deadline, Exchange, Recorder, read_body, request_id, server_timing
 from service.settings import MB, Settings
-from service.streaming import NdjsonStream, StreamLimits, StreamTotals
+from service.streaming import Heartbeat, NdjsonStream, StreamLimits, StreamTotals
 
 PATH = "/predict"
 METHOD = "POST"
@@ -41,12 +42,16 @@ ERRORS_MODES = ("reject", "inline")
 class PredictEndpoint:
     """Answers ``POST /predict``: reads the body, calls ``Predictor.predict``, maps errors."""
 
-    def __init__(self, models: ModelSwitch, settings: Settings, metrics: Metrics, recorder: Recorder):
+    def __init__(self, models: ModelSwitch, settings: Settings, metrics: Metrics, recorder: Recorder,
+                 heartbeat: Heartbeat):
+        """``heartbeat``: how a stream tells gunicorn its worker is alive (the app's, connected per worker)."""
         self.models = models
         self.settings = settings
         self.metrics = metrics
         self.recorder = recorder
-        self.deadline_message = (f"the request did not finish within {settings.deadline_seconds:g} s "
+        self.heartbeat = heartbeat
+        self.deadline = Deadline(settings.deadline_seconds,
+                                 f"the request did not finish within {settings.deadline_seconds:g} s "
                                  f"(GUNICORN_TIMEOUT={settings.gunicorn_timeout}); send fewer rows per request")
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -61,8 +66,10 @@ class PredictEndpoint:
             try:
                 explain, strict = self._stream_options(request, served.predictor)
             except PayloadError as exc:
-                return self._answer_error(exc, rid, started, served.version, environ.get(KEY_NAME), start_response)
-            return self._stream(request, served, stream_reader, explain, strict, rid, started, start_response)
+                return self._answer_error(exc, rid=rid, started=started, model_version=served.version,
+                                          key=environ.get(KEY_NAME), start_response=start_response)
+            return self._stream(request, served, stream_reader, explain=explain, strict=strict, rid=rid,
+                                started=started, start_response=start_response)
         headers = [("Content-Type", JSON)]
         rows = invalid_rows = 0
         report = ColumnReport()
@@ -71,7 +78,8 @@ class PredictEndpoint:
         except Exception as exc:  # every error becomes a JSON answer, as Flask's handlers make them
             if isinstance(exc, InputError):
                 rows, invalid_rows = exc.n_rows, len(exc.invalid_rows)
-                self.metrics.observe_prediction(exc.n_rows, 0, invalid_rows, 0, exc.errors)
+                self.metrics.observe_prediction(n_rows=exc.n_rows, n_scored=0, n_invalid=invalid_rows, n_positive=0,
+                                                errors=exc.errors)
             if isinstance(exc, ColumnError):
                 rows, report = exc.n_rows, exc.report
             status, payload = error_answer(exc, self.settings.max_body_mb, self.settings.max_listed_errors, rid)
@@ -84,9 +92,10 @@ class PredictEndpoint:
                        *column_headers(report)]
         self.metrics.observe_columns(report)
         headers.append(("Content-Length", str(len(body))))
-        headers += self.recorder.finish(rid, started, METHOD, PATH, PATH, status, request.content_length or 0,
-                                        len(body), rows, invalid_rows, model_version=served.version,
-                                        key=environ.get(KEY_NAME), columns=log_field(report))
+        exchange = Exchange(request_id=rid, started=started, method=METHOD, path=PATH, endpoint=PATH, status=status,
+                            bytes_in=request.content_length or 0, bytes_out=len(body), rows=rows,
+                            invalid_rows=invalid_rows, key=environ.get(KEY_NAME), columns=log_field(report))
+        headers += self.recorder.finish(exchange, model_version=served.version)
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", headers)
         return [body]
 
@@ -101,22 +110,24 @@ class PredictEndpoint:
         if request.environ.get("HTTP_ACCEPT"):
             offered = request.accept_mimetypes.best_match([*ANSWER_TYPES, *ANSWER_ALIASES], default=JSON)
             answer = ANSWER_ALIASES.get(offered, offered)
-        with deadline(self.settings.deadline_seconds, self.deadline_message):
+        with self.deadline.running():
             body = read_body(request, self.settings.max_body_bytes)
             return predictor.predict(body, request.mimetype, fmt, inline_errors=errors_mode == "inline",
                                      explain=explain, layout=layout, answer=answer, strict_columns=strict)
 
     def _observe(self, result: Prediction) -> None:
-        self.metrics.observe_prediction(result.n_rows, result.n_rows - result.n_invalid, result.n_invalid,
-                                        result.n_positive, result.errors, result.phases, result.drift)
+        self.metrics.observe_prediction(n_rows=result.n_rows, n_scored=result.n_rows - result.n_invalid,
+                                        n_invalid=result.n_invalid, n_positive=result.n_positive,
+                                        errors=result.errors, phases=result.phases, drift=result.drift)
 
-    def _answer_error(self, exc: Exception, rid: str, started: float, model_version: str, key: str | None,
+    def _answer_error(self, exc: Exception, *, rid: str, started: float, model_version: str, key: str | None,
                       start_response: Callable) -> Iterable[bytes]:
         status, payload = error_answer(exc, self.settings.max_body_mb, self.settings.max_listed_errors, rid)
         body = orjson.dumps(payload)
         headers = [("Content-Type", JSON), ("Content-Length", str(len(body)))]
-        headers += self.recorder.finish(rid, started, METHOD, PATH, PATH, status, 0, len(body),
-                                        model_version=model_version, key=key)
+        exchange = Exchange(request_id=rid, started=started, method=METHOD, path=PATH, endpoint=PATH, status=status,
+                            bytes_in=0, bytes_out=len(body), key=key)
+        headers += self.recorder.finish(exchange, model_version=model_version)
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}", headers)
         return [body]
 
@@ -133,11 +144,11 @@ class PredictEndpoint:
                                    "is NDJSON, one line a row, with an error object in place of an invalid row")
         return self._explain(args.get("explain"), predictor), self._strict(args)
 
-    def _stream(self, request: Request, served: ServedModel, reader, explain: int | None, strict: bool, rid: str,
+    def _stream(self, request: Request, served: ServedModel, reader, *, explain: int | None, strict: bool, rid: str,
                 started: float, start_response: Callable) -> Iterable[bytes]:
         """Answer an NDJSON body chunk by chunk (service.streaming) as it arrives."""
         settings = self.settings
-        sock = request.environ.get("gunicorn.socket")
+        sock = client_socket(request.environ)
         if sock is not None:  # bounds every wait on the client, reading its rows or writing answers
             sock.settimeout(settings.stream_idle_limit)
         # The answers the client does not take yet are held while its rows are read (all but TLS
@@ -156,14 +167,17 @@ class PredictEndpoint:
         def on_end(totals: StreamTotals) -> None:
             report = totals.columns or ColumnReport()
             self.metrics.observe_columns(report)
-            self.recorder.record(rid, started, METHOD, PATH, PATH, totals.status, totals.bytes_in, totals.bytes_out,
-                                 totals.rows, totals.invalid_rows, key=request.environ.get(KEY_NAME),
-                                 columns=log_field(report))
+            self.recorder.record(Exchange(
+                request_id=rid, started=started, method=METHOD, path=PATH, endpoint=PATH, status=totals.status,
+                bytes_in=totals.bytes_in, bytes_out=totals.bytes_out, rows=totals.rows,
+                invalid_rows=totals.invalid_rows, key=request.environ.get(KEY_NAME), columns=log_field(report)))
 
         limits = StreamLimits(settings.stream_max_body_mb * MB, settings.stream_timeout, settings.stream_idle_limit,
                               settings.stream_chunk_rows)
-        return NdjsonStream(served.predictor, reader, ArrivingBody(request.environ["wsgi.input"], sock), limits,
-                            explain, start, self._observe, on_end, rid, hold, strict)
+        return NdjsonStream(predictor=served.predictor, reader=reader,
+                            body=ArrivingBody(request.environ["wsgi.input"], sock), limits=limits, explain=explain,
+                            start=start, on_chunk=self._observe, on_end=on_end, beat=self.heartbeat, request_id=rid,
+                            hold=hold, strict_columns=strict)
 
     def _explain(self, value: str | None, predictor: Predictor) -> int | None:
         """How many reasons per row ``?explain=`` asks for: None without it, every one for ``all``."""

@@ -34,6 +34,7 @@ from lib.drift import DriftCounts
 from lib.errors import CellError
 from lib.normalize import rejection_reason
 from lib.schema import NUMERIC_KINDS, kind_of
+from service.prometheus_internals import add_observations
 
 FLUSH_SECONDS = 0.5
 ROW_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000)
@@ -46,9 +47,8 @@ class PendingWrites:
     """Increments of one process not yet written to the metric values.
 
     Counters are flushed with ``inc``; a histogram's pending observations are flushed as one
-    increment of its sum and one per touched bucket, which needs the child's value objects
-    (``_sum``, ``_buckets``: prometheus_client internals, pinned in requirements.txt and covered
-    by the exact-count tests). A daemon thread flushes every FLUSH_SECONDS, so an idle worker's
+    increment of its sum and one per touched bucket (``service.prometheus_internals``: the public
+    API observes one value at a time). A daemon thread flushes every FLUSH_SECONDS, so an idle worker's
     counts are never held back longer than that.
     """
 
@@ -80,10 +80,7 @@ class PendingWrites:
         for counter, amount in counters.items():
             counter.inc(amount)
         for histogram, (total, counts) in histograms.items():
-            histogram._sum.inc(total)
-            for bucket, count in zip(histogram._buckets, counts, strict=True):
-                if count:
-                    bucket.inc(count)
+            add_observations(histogram, total, counts)
 
     def _flush_every(self, seconds: float) -> None:
         while True:
@@ -227,7 +224,7 @@ class Metrics:
         with pending.lock:
             pending.add(child, 1)
 
-    def observe_prediction(self, n_rows: int, n_scored: int, n_invalid: int, n_positive: int,
+    def observe_prediction(self, *, n_rows: int, n_scored: int, n_invalid: int, n_positive: int,
                            errors: Iterable[CellError], phases: dict[str, float] | None = None,
                            drift: DriftCounts | None = None) -> None:
         """Count the rows of one /predict request that was read: scored (possibly with inline

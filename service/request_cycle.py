@@ -15,15 +15,16 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
-from gunicorn.http.body import ChunkedReader, LengthReader
-from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from lib.errors import PayloadError
+from service import gunicorn_internals
 from service.access_log import AccessLog
 from service.errors import ClientTimeoutError, DeadlineError
+from service.gunicorn_internals import NoMoreData, ParseException
 from service.metrics import Metrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -44,35 +45,39 @@ def server_timing(phases: dict[str, float]) -> str:
     return ", ".join(f"{name};dur={seconds * 1000:.3f}" for name, seconds in phases.items())
 
 
-@contextmanager
-def deadline(seconds: float, message: str) -> Iterator[None]:
-    """Raise DeadlineError(message) inside the block once ``seconds`` have passed.
+class Deadline:
+    """Raises DeadlineError(message) inside a ``running()`` block once ``seconds`` have passed.
 
     gunicorn kills a sync worker that overruns its timeout, and the client then gets
     gunicorn's HTML 500 instead of an answer; this lets the app answer first and go on
     serving. Only the main thread can take signals, and a real-time timer somebody else
     set (pytest-timeout) is left alone: the block then runs without a deadline.
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0]:
-        yield
-        return
-    # The handler is installed once per process (a request only arms and disarms the timer);
-    # it is checked each time because a test runner may have put its own in its place.
-    if signal.getsignal(signal.SIGALRM) is not _expire:
-        signal.signal(signal.SIGALRM, _expire)
-    _deadline_message[0] = message
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
 
+    def __init__(self, seconds: float, message: str):
+        self.seconds = seconds
+        self.message = message
+        # One bound method, so that the installed handler is recognised by identity.
+        self._handler = self._expire
 
-_deadline_message = [""]
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """The block, under this deadline."""
+        if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0]:
+            yield
+            return
+        # The handler is installed once per process (a request only arms and disarms the timer);
+        # it is checked each time because a test runner may have put its own in its place.
+        if signal.getsignal(signal.SIGALRM) is not self._handler:
+            signal.signal(signal.SIGALRM, self._handler)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
-
-def _expire(signum, frame) -> None:
-    raise DeadlineError(_deadline_message[0])
+    def _expire(self, signum, frame) -> None:
+        raise DeadlineError(self.message)
 
 
 def read_body(request: Request, max_bytes: int) -> bytes | bytearray:
@@ -96,13 +101,12 @@ def _read_body(request: Request, max_bytes: int) -> bytes | bytearray:
     if announced is not None and announced > max_bytes:
         raise RequestEntityTooLarge()
     source = request.environ["wsgi.input"]
-    reader = getattr(source, "reader", None)
-    if isinstance(reader, LengthReader) and announced is not None and hasattr(reader.unreader, "sock"):
-        body = _receive(source, reader, announced)
+    if announced is not None and gunicorn_internals.receives_from_socket(source):
+        body = gunicorn_internals.receive_body(source, announced)
         if len(body) < announced:
             raise PayloadError(f"the body ended after {len(body)} of the {announced} bytes given in Content-Length")
         return body
-    if not isinstance(reader, ChunkedReader | LengthReader):
+    if not gunicorn_internals.is_gunicorn_body(source):
         source = request.stream  # another server: werkzeug's stream stops at the announced length
     pieces, size = [], 0
     try:
@@ -122,37 +126,13 @@ def _read_body(request: Request, max_bytes: int) -> bytes | bytearray:
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
-def _receive(body, reader: LengthReader, length: int) -> bytearray:
-    """A body of known length received straight into one buffer of that size (what gunicorn read
-    ahead, then ``recv_into`` the rest): no pieces to allocate and join. Shorter if the client
-    stopped sending."""
-    buffer = bytearray(length)
-    view = memoryview(buffer)
-    held = body.buf.getvalue() + reader.unreader.take_buffered()
-    if len(held) > length:  # the client's next bytes are not this body's
-        reader.unreader.unread(held[length:])
-        held = held[:length]
-    view[:len(held)] = held
-    filled = len(held)
-    try:
-        while filled < length:
-            received = reader.unreader.sock.recv_into(view[filled:], min(length - filled, 1 << 20))
-            if not received:
-                break
-            filled += received
-    finally:
-        view.release()
-        reader.length = max(0, reader.length - filled)
-    return buffer if filled == length else buffer[:filled]
-
-
 class ArrivingBody:
     """The request body piece by piece as it arrives, for a body read while the client still
     sends it: each piece is what gunicorn already holds or one receive from the socket.
 
     gunicorn's own ``read(n)`` waits until ``n`` bytes are in, which would hold back rows a
     client has sent while it waits for their answers. This reads from gunicorn's body readers
-    (chunked or Content-Length; the pinned gunicorn's, checked by tests/test_streaming.py) and
+    (chunked or Content-Length, through service/gunicorn_internals.py) and
     falls back to ``read(block)`` on any other server. Iterating raises NoMoreData (an OSError)
     if the client ends the connection before the body's end, TimeoutError if the socket's
     timeout passes without data.
@@ -164,27 +144,9 @@ class ArrivingBody:
         self.block = block
 
     def __iter__(self) -> Iterator[bytes]:
-        reader = getattr(self.input, "reader", None)
-        if isinstance(reader, ChunkedReader | LengthReader):
-            held = self.input.buf.getvalue()  # what an earlier read(n) took beyond n
-            if isinstance(reader, ChunkedReader):
-                held += reader.buf.getvalue()
-            if held:
-                yield held
-        if isinstance(reader, ChunkedReader):
-            if reader.parser is not None:
-                parser, reader.parser = reader.parser, None
-                yield from parser
-        elif isinstance(reader, LengthReader):
-            while reader.length > 0:
-                piece = reader.unreader.read(None, read_ahead=min(reader.length, self.block))
-                if not piece:
-                    raise NoMoreData()
-                if len(piece) > reader.length:  # the client's next bytes are not this body's
-                    reader.unreader.unread(piece[reader.length:])
-                    piece = piece[:reader.length]
-                reader.length -= len(piece)
-                yield piece
+        pieces = gunicorn_internals.body_pieces(self.input, self.block)
+        if pieces is not None:
+            yield from pieces
         else:
             while piece := self.input.read(self.block):
                 yield piece
@@ -196,11 +158,8 @@ class ArrivingBody:
         client's body is all there)."""
         if self.sock is None or getattr(self.sock, "held", 0):  # bytes the worker received ahead
             return False
-        unreader = getattr(getattr(self.input, "reader", None), "unreader", None)
-        if unreader is not None:
-            unreader.buf.seek(0, os.SEEK_END)
-            if unreader.buf.tell():
-                return False
+        if gunicorn_internals.holds_read_ahead(self.input):
+            return False
         deadline = time.monotonic() + seconds
         while True:
             readable, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
@@ -219,6 +178,30 @@ class ArrivingBody:
 _CRLF_POLL_SECONDS = 0.01
 
 
+@dataclass(frozen=True, kw_only=True)
+class Exchange:
+    """One answered request, as its metrics and its access line see it."""
+
+    request_id: str
+    #: ``time.perf_counter()`` at its start.
+    started: float
+    method: str
+    #: The path without its query string.
+    path: str
+    #: The metrics label: the route (``/predict``), ``unmatched``, ``unread``...
+    endpoint: str
+    status: int
+    bytes_in: int
+    #: None when not known (a streamed Flask response).
+    bytes_out: int | None
+    rows: int = 0
+    invalid_rows: int = 0
+    #: The name of its API key (None without one), never the key.
+    key: str | None = None
+    #: The log field of its column report (service.column_report).
+    columns: dict | None = None
+
+
 class Recorder:
     """Finishes every answer the same way, whichever entry point made it: the request-id,
     model-version and nosniff headers, the request metrics and the access line."""
@@ -227,16 +210,12 @@ class Recorder:
         self.metrics = metrics
         self.access_log = access_log
 
-    def finish(self, request_id: str, started: float, method: str, path: str, endpoint: str, status: int,
-               bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0, *,
-               model_version: str | None, key: str | None = None, columns: dict | None = None) -> list[tuple[str, str]]:
+    def finish(self, exchange: Exchange, *, model_version: str | None) -> list[tuple[str, str]]:
         """Record one answered request; return the headers to add to its answer. ``model_version``
         is the version the request used (fetched once at its start: a switch may happen meanwhile;
-        None for a request refused before it reached a model); ``key`` the name of its API key;
-        ``columns`` its column report's log field."""
-        self.record(request_id, started, method, path, endpoint, status, bytes_in, bytes_out, rows, invalid_rows,
-                    key=key, columns=columns)
-        return self.headers(request_id, model_version)
+        None for a request refused before it reached a model)."""
+        self.record(exchange)
+        return self.headers(exchange.request_id, model_version)
 
     @staticmethod
     def headers(request_id: str, model_version: str | None) -> list[tuple[str, str]]:
@@ -244,19 +223,16 @@ class Recorder:
         version = [(MODEL_VERSION_HEADER, model_version)] if model_version is not None else []
         return [(REQUEST_ID_HEADER, request_id), *version, ("X-Content-Type-Options", "nosniff")]
 
-    def record(self, request_id: str, started: float, method: str, path: str, endpoint: str, status: int,
-               bytes_in: int, bytes_out: int | None, rows: int = 0, invalid_rows: int = 0, *,
-               key: str | None = None, columns: dict | None = None) -> None:
-        """The request metrics and the access line of one answered request: ``key`` is the name of
-        its API key (None without one), never the key; ``columns`` the log field of its column
-        report (service.column_report)."""
-        seconds = time.perf_counter() - started
-        self.metrics.observe_request(endpoint, method, status, seconds, key)
+    def record(self, exchange: Exchange) -> None:
+        """The request metrics and the access line of one answered request."""
+        e = exchange
+        seconds = time.perf_counter() - e.started
+        self.metrics.observe_request(e.endpoint, e.method, e.status, seconds, e.key)
         if self.access_log is not None:
             # The path without its query string, and never a byte of the body.
             self.access_log.write({
-                "time": round(time.time(), 3), "request_id": request_id, "method": method, "path": path,
-                "status": status, "rows": rows, "invalid_rows": invalid_rows, "duration_ms": round(seconds * 1000, 3),
-                "bytes_in": bytes_in, "bytes_out": bytes_out, "pid": os.getpid(), "key": key,
-                "columns": columns,
+                "time": round(time.time(), 3), "request_id": e.request_id, "method": e.method, "path": e.path,
+                "status": e.status, "rows": e.rows, "invalid_rows": e.invalid_rows,
+                "duration_ms": round(seconds * 1000, 3), "bytes_in": e.bytes_in, "bytes_out": e.bytes_out,
+                "pid": os.getpid(), "key": e.key, "columns": e.columns,
             })

@@ -20,7 +20,8 @@ while the body is still arriving, so memory stays bounded whatever the row count
   after the answers before it.
 - A client that goes away stops the work: gunicorn closes this iterator at the failed write.
 - gunicorn's arbiter kills a sync worker that has not reported for GUNICORN_TIMEOUT; a stream may
-  last longer, so each chunk reports through the heartbeat gunicorn.conf.py installs.
+  last longer, so each chunk reports through the app's ``Heartbeat``, which gunicorn.conf.py
+  connects to each worker.
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import orjson
-from gunicorn.http.errors import ParseException
 
 from lib.columns import ColumnError, ColumnReport
 from lib.errors import LimitError, PayloadError
 from service.answer_hold import AnswerHold
 from service.column_report import merged
 from service.errors import DeadlineError, error_answer, error_payload
+from service.gunicorn_internals import ParseException
 from service.predictor import Prediction, Predictor
 from service.readers.ndjson import NdjsonReader
 from service.request_cycle import ArrivingBody
@@ -50,17 +51,25 @@ PAUSE_SECONDS = 0.2
 
 log = logging.getLogger("predict")
 
-_heartbeat: list[Callable[[], None]] = []
+#: The key of the app's ``Heartbeat`` in ``app.extensions`` (gunicorn.conf.py connects it).
+HEARTBEAT_EXTENSION = "predict.heartbeat"
 
 
-def set_heartbeat(notify: Callable[[], None]) -> None:
-    """Called once per worker (gunicorn.conf.py): how a long stream tells the arbiter it is alive."""
-    _heartbeat[:] = [notify]
+class Heartbeat:
+    """How a long stream tells gunicorn's arbiter that its worker is alive: the worker's
+    ``notify``, connected once per worker after the fork (gunicorn.conf.py's post_worker_init).
+    Until then (the master, Flask's test client, another server) a beat does nothing."""
 
+    def __init__(self):
+        self._notify: Callable[[], None] | None = None
 
-def _beat() -> None:
-    for notify in _heartbeat:
-        notify()
+    def connect(self, notify: Callable[[], None]) -> None:
+        """Beat with ``notify`` from now on (this process's worker's)."""
+        self._notify = notify
+
+    def __call__(self) -> None:
+        if self._notify is not None:
+            self._notify()
 
 
 @dataclass(frozen=True)
@@ -114,13 +123,15 @@ class NdjsonStream:
     ``on_chunk(prediction)`` sees every scored chunk (metrics), ``on_end(totals)`` runs once at the
     end, whatever ended it. ``hold`` (None without a socket of the buffered worker) holds the
     answers the client's socket does not take yet; the server's call of ``close`` sends what it
-    still holds.
+    still holds. ``beat`` is called after each chunk and while waiting on the client (a
+    ``Heartbeat``).
     """
 
-    def __init__(self, predictor: Predictor, reader: NdjsonReader, body: ArrivingBody, limits: StreamLimits,
+    def __init__(self, *, predictor: Predictor, reader: NdjsonReader, body: ArrivingBody, limits: StreamLimits,
                  explain: int | None, start: Callable[[int, bytes | None], None],
                  on_chunk: Callable[[Prediction], None], on_end: Callable[[StreamTotals], None],
-                 request_id: str = "", hold: AnswerHold | None = None, strict_columns: bool = False):
+                 beat: Callable[[], None], request_id: str = "", hold: AnswerHold | None = None,
+                 strict_columns: bool = False):
         self.predictor = predictor
         self.reader = reader
         self.body = body
@@ -132,6 +143,7 @@ class NdjsonStream:
         self.request_id = request_id
         self.hold = hold
         self.strict_columns = strict_columns
+        self.beat = beat
         self.totals = StreamTotals()
         self._lines_done = 0  # lines of the body handed to the reader so far
         self._started = False
@@ -173,12 +185,12 @@ class NdjsonStream:
             if self.hold.held:
                 self._drop_body(until)
         finally:
-            self.hold.finish(until, _beat)
+            self.hold.finish(until, self.beat)
 
     def _drop_body(self, until: float) -> None:
         try:
             while time.monotonic() < until and next(self._pieces, b""):
-                _beat()
+                self.beat()
         except (OSError, ParseException):  # the client stopped sending or went away: nothing to wait for
             pass
 
@@ -210,7 +222,7 @@ class NdjsonStream:
 
     def _read(self) -> bytes:
         """The next piece of the body as it arrives; b"" at its end."""
-        _beat()
+        self.beat()
         try:
             block = next(self._pieces, b"")
         except TimeoutError:
@@ -233,7 +245,7 @@ class NdjsonStream:
         if read.batch.n_rows:
             prediction = self.predictor.predict_batch(read.batch, self.totals.rows, self.explain, self.strict_columns)
             self._add_columns(prediction.columns)
-            if self.hold is not None and not self.hold.make_room(len(prediction.body), _beat):
+            if self.hold is not None and not self.hold.make_room(len(prediction.body), self.beat):
                 raise AnswersUnread(
                     f"the client read no answers for {self.limits.idle_seconds:g} s while over "
                     f"{self.hold.limit_bytes >> 20} MB of them waited for it (STREAM_HOLD_MB): read the answer "
@@ -242,7 +254,7 @@ class NdjsonStream:
             self.totals.rows += prediction.n_rows
             self.totals.invalid_rows += prediction.n_invalid
             answer = prediction.body
-        _beat()
+        self.beat()
         if read.malformed is not None:
             if not answer:
                 raise read.malformed

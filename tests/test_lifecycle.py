@@ -2,6 +2,7 @@
 
 - SIGTERM to the master while a 10,000-row request is in flight: the request gets its whole
   answer, then the server exits 0.
+- DRAIN_SECONDS: SIGTERM first turns /ready to 503 while requests are still answered, then stops.
 - SIGKILL of a worker: the master starts another, and requests go on being answered.
 - The port opens only once the artifacts are verified and loaded; /ready follows the files.
 - Damaged, missing or version-mismatched artifacts: gunicorn exits non-zero without serving,
@@ -82,6 +83,20 @@ def test_a_killed_worker_is_replaced_and_requests_go_on(start_server):
     assert len({a.text for a in answers}) == 1
     assert requests.get(live.url + "/ready", timeout=TIMEOUT).status_code == 200
     assert f"(pid:{before[0]}) was sent SIGKILL" in live.log_text()
+
+
+def test_sigterm_with_drain_seconds_turns_ready_503_while_requests_are_still_answered(start_server):
+    live = start_server({"DRAIN_SECONDS": "8"}, workers=2)
+    wait_for(lambda: len(worker_pids(live.process.pid)) == 2 or None, 30, "two workers")
+    assert requests.get(live.url + "/ready", timeout=TIMEOUT).status_code == 200
+    live.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: "draining for 8 s" in live.log_text(), 30, "the master starting its drain")
+    # The master set the flag; the workers that answer see it (shared memory made before the fork).
+    ready = [requests.get(live.url + "/ready", timeout=TIMEOUT) for _ in range(6)]
+    assert [(r.status_code, r.json()["message"]) for r in ready] == [(503, "draining: this server is stopping")] * 6
+    assert requests.get(live.url + "/health", timeout=TIMEOUT).status_code == 200
+    assert requests.post(live.url + "/predict", json=ROW, timeout=TIMEOUT).status_code == 200
+    assert live.process.wait(60) == 0
 
 
 # -- Readiness ---------------------------------------------------------------------------------------
