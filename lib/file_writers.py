@@ -10,8 +10,6 @@ the input columns to copy; the output's columns are the scores, then the copied 
 from __future__ import annotations
 
 import csv
-import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from lib.atomic_file import AtomicFile
 from lib.errors import CellError
 from lib.file_readers import CSV, NDJSON, PARQUET
 from lib.schema import ID_KEY
@@ -32,24 +31,6 @@ ERROR_FIELDS = ("index", "id", "column", "message")
 
 class OutputError(Exception):
     """The scores cannot be written in the chosen format (a copied column of a type it cannot hold)."""
-
-
-class AtomicFile:
-    """A temporary file beside ``path`` that becomes ``path`` on ``commit`` and vanishes on ``discard``."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        # Created here (mode "x": a new file, with the permissions the umask gives, unlike mkstemp's 0600).
-        self.temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-        self.temporary.open("xb").close()
-
-    def commit(self) -> None:
-        """Move the finished file to its place (atomically, on one file system)."""
-        os.replace(self.temporary, self.path)
-
-    def discard(self) -> None:
-        """Remove the temporary file; the output path is left as it was."""
-        self.temporary.unlink(missing_ok=True)
 
 
 class OutputWriter(Protocol):
