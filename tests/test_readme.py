@@ -316,9 +316,13 @@ def test_the_three_row_examples_score_the_one_row_example_as_row_r1_and_agree(ru
 
 
 def test_the_example_row_file_is_the_documented_row():
-    from service.openapi import EXAMPLE_ROW
+    from lib.example_row import EXAMPLE_ROW, row_json
+    from service.openapi import EXAMPLE_ROW as SHOWN_ROW
 
-    assert json.loads((PROJECT_DIR / "docs" / "examples" / "row.json").read_text()) == EXAMPLE_ROW
+    # Byte for byte: the file is lib.example_row's row serialised (python -m lib.example_row writes it).
+    assert (PROJECT_DIR / "docs" / "examples" / "row.json").read_text() == row_json()
+    assert json.loads(row_json()) == EXAMPLE_ROW
+    assert SHOWN_ROW is EXAMPLE_ROW
 
 
 # Files in /tmp/ are made by the README's setup lines (checked by running them).
