@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from lib import score
 from lib.columns import FAR_SCALES, FarBounds, near_misses
@@ -25,6 +24,7 @@ from service.column_report import FAR_HEADER, MISSING_HEADER, SUGGESTIONS_HEADER
 from service.predictor import Predictor
 from service.settings import Settings
 from tests.live_server import PROJECT_DIR, LiveServer, wait_for
+from tests.metrics_text import metric_samples
 
 pytestmark = pytest.mark.server
 
@@ -100,9 +100,8 @@ def suggestions(header: str) -> dict[str, str]:
 
 def column_problems(server: LiveServer) -> dict[tuple[str, str], float]:
     text = requests.get(f"{server.url}/metrics", timeout=10).text
-    return {(s.labels["column"], s.labels["problem"]): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples
-            if s.name == "predict_column_problems_total"}
+    return {(dict(labels)["column"], dict(labels)["problem"]): value
+            for (name, labels), value in metric_samples(text).items() if name == "predict_column_problems_total"}
 
 
 def access_line(server: LiveServer, rid: str) -> dict:

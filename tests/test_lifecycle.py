@@ -23,8 +23,8 @@ import pytest
 import requests
 
 from bench.memory import worker_pids
-from lib.artifacts import seal_manifest
 from tests.live_server import PROJECT_DIR, accepted, wait_for
+from tests.test_artifacts import reseal
 
 pytestmark = pytest.mark.server
 
@@ -125,11 +125,6 @@ class CreatesFile:
 
     def __reduce__(self):
         return (open, (self.path, "w"))
-
-
-def reseal(model_dir, manifest: dict) -> None:
-    """Rewrite manifest.json with a valid self-checksum, as someone who edits it knowingly would."""
-    (model_dir / "manifest.json").write_text(json.dumps(seal_manifest(manifest)))
 
 
 def flip_a_byte(path):

@@ -38,6 +38,7 @@ from lib.schema import ID_KEY
 from lib.store import ModelStore
 from service.settings import MB, Settings
 from tests.live_server import PROJECT_DIR, wait_for
+from tests.metrics_text import metric_families
 
 README = (PROJECT_DIR / "README.md").read_text()
 #: The address the README's examples use.
@@ -203,7 +204,7 @@ def check_answer(command: str, output: str, model_dir, tmp: Path) -> None:
     """``output`` has the shape the README describes for the path ``command`` requests."""
     url = urlsplit("http://" + url_of(command).removeprefix("http://"))
     if url.path == "/metrics":
-        assert "# TYPE model_info gauge" in output
+        assert metric_families(output)["model_info"].type == "gauge"
         return
     if (path := written_file(command, tmp)) is not None:
         assert output == ""
