@@ -1,10 +1,11 @@
 """Output files of the file command (``lib.score``), written chunk by chunk and never left half-written.
 
-Each writer writes to a temporary file in the output's directory and renames it over the output
-only when the run succeeds (``commit``); ``discard`` removes it. A chunk arrives as the scores table
-of ``lib.tables.result_table`` (``probability_positiveclass``, ``predicted_class``, ``error``) and
-the input columns to copy; the output's columns are the scores, then the copied columns, then
-``error``: the columns of the API's table answers, with ``id`` or the columns asked for.
+Each writer writes to a temporary file in the output's directory (``lib.atomic_file``) and renames
+it over the output only when the run succeeds (``commit``); ``discard`` removes it. A chunk arrives
+as the scores table of ``lib.tables.result_table`` (``probability_positiveclass``,
+``predicted_class``, ``error``) and the input columns to copy; the output's columns are the scores,
+then the copied columns, then ``error``: the columns of the API's table answers, with ``id`` or the
+columns asked for.
 """
 
 from __future__ import annotations

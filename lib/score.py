@@ -10,11 +10,11 @@ checked first, as at server start. Progress goes to stderr (a bar on a terminal,
 seconds otherwise), then a summary. The output is written to a temporary file and moved into place
 only when the run succeeds.
 
-Exit codes: 0 done (invalid rows, if any, are in the output's ``error`` column and the ``--errors``
-file); 1 an invalid cell with ``--strict`` (nothing written); 2 a wrong command line (an unknown
-option or format, a missing input file); 3 the input cannot be read (malformed or not of its
-format) or the output cannot be written; 4 the model's artifacts failed verification;
-130 interrupted.
+Exit codes (``lib.exit_codes``, the Spark job's too): 0 done (invalid rows, if any, are in the
+output's ``error`` column and the ``--errors`` file); 1 an invalid cell with ``--strict`` (nothing
+written); 2 a wrong command line (an unknown option or format, a missing input file); 3 the input
+cannot be read (malformed or not of its format) or the output cannot be written; 4 the model's
+artifacts failed verification; 130 interrupted.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""API keys at the door of a real gunicorn server (issue 18, items 1 and 5): who gets in, what a
-refusal looks like, that no key is ever logged, the key file re-read without a restart, and the
-per-key counters and access lines."""
+"""API keys at the door of a real gunicorn server: who gets in, what a refusal looks like, that
+no key is ever logged, the key file re-read without a restart, and the per-key counters and
+access lines."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def test_a_known_key_gets_in_either_way_it_is_sent(keyed):
 
 
 def refusals(keys: dict) -> dict[str, dict[str, str]]:
-    """Every way of not having a valid key that the issue lists, and a few more."""
+    """Every way of not having a valid key we could think of: none, an empty one, a near miss, the
+    key's hash or name, the key under the wrong scheme."""
     alice = keys["alice"]
     last = "A" if alice[-1] != "A" else "B"
     return {

@@ -1,7 +1,7 @@
-"""Columns checked by name (issue 23, items 7 and 8): absent consumed columns, names that nearly
-match one and values far outside training are reported (headers, metric, access line) and
-refused on request (``?columns=strict``, ``REQUIRE_COLUMNS``); a name given twice is a 400 in
-every form. Bodies are built here, in every wire format, from the README's example row."""
+"""Columns checked by name: absent consumed columns, names that nearly match one and values far
+outside training are reported (headers, metric, access line) and refused on request
+(``?columns=strict``, ``REQUIRE_COLUMNS``); a name given twice is a 400 in every form. Bodies are
+built here, in every wire format, from the README's example row."""
 
 from __future__ import annotations
 

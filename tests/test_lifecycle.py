@@ -1,4 +1,4 @@
-"""Life cycle of a gunicorn server (issue 6, items 4, 5 and 6).
+"""Life cycle of a gunicorn server.
 
 - SIGTERM to the master while a 10,000-row request is in flight: the request gets its whole
   answer, then the server exits 0.
@@ -178,7 +178,7 @@ def test_version_mismatch_may_be_overridden_explicitly(start_server, model_copy)
     assert requests.post(live.url + "/predict", json=ROW, timeout=TIMEOUT).status_code == 200
 
 
-# -- Soak (item 6): the script runs; its real figures are in docs/SOAK.md -----------------------------------
+# -- Soak: the script runs; its real figures are in docs/SOAK.md -----------------------------------
 
 
 def test_soak_script_runs_a_tiny_soak(server, tmp_path):

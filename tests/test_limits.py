@@ -1,4 +1,4 @@
-"""Limits and what error answers may hold (issue 6, items 2 and 7), through real gunicorn servers.
+"""Limits and what error answers may hold, through real gunicorn servers.
 
 - Body size (MAX_BODY_MB) and row count (MAX_ROWS) are 413 with a JSON body naming the limit; a
   Content-Length over the limit is refused before the body is read; a chunked body cannot slip
@@ -190,7 +190,7 @@ def test_requests_past_the_worker_timeout_get_504_and_the_worker_serves_on(start
     assert "WORKER TIMEOUT" not in live.log_text()
 
 
-# -- What error answers hold (item 7) ----------------------------------------------------------------------
+# -- What error answers hold ---------------------------------------------------------------------------------
 
 MARKER = "payload-marker-" + "".join(f"{i:03d}" for i in range(60))  # 195 characters
 SHOWN = 40  # error messages show at most this much of a client value

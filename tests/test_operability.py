@@ -1,4 +1,4 @@
-"""Operability (issue 7): metrics, access logs, OpenAPI document and docs page, model card.
+"""Operability: metrics, access logs, OpenAPI document and docs page, model card.
 
 The exact-count tests run a known mix of requests against a fresh 2-worker gunicorn server
 of their own, so that nothing else adds to its counters.

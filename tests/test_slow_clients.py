@@ -1,4 +1,4 @@
-"""Slow clients hold no worker (issue 18, part 4): service/buffered_worker.py, through real gunicorn.
+"""Slow clients hold no worker: service/buffered_worker.py, through real gunicorn.
 
 - 50 connections that sent their headers and trickle their bodies, or trickle their headers,
   stay open while /health and a one-row /predict answer on a two-worker server.
