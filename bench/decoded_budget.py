@@ -1,5 +1,5 @@
 """How much one Arrow request grows a worker: the largest honest body against the worst crafted
-ones under the body limit (issue 23, the decoded-size budget, MAX_DECODED_MB).
+ones under the body limit (the decoded-size budget, MAX_DECODED_MB).
 
     .venv/bin/python -m bench.decoded_budget [--only NAME ...]
 

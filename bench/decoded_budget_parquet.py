@@ -1,6 +1,6 @@
-"""What one Parquet request grows a worker by (issue 23, item 4): the largest honest body against
-the worst crafted ones under the body limit, each on a fresh one-worker server with the default
-limits (MAX_ROWS 100,000, MAX_DECODED_MB).
+"""What one Parquet request grows a worker by: the largest honest body against the worst crafted
+ones under the body limit, each on a fresh one-worker server with the default limits (MAX_ROWS
+100,000, MAX_DECODED_MB).
 
     .venv/bin/python -m bench.decoded_budget_parquet
 

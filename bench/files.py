@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from lib.atomic_file import AtomicFile
 from tests.live_server import PROJECT_DIR
 
 TEST_JSON = PROJECT_DIR / "lib" / "data" / "test.json"
@@ -65,24 +66,29 @@ def make_inputs(rows: int, work_dir: Path) -> dict[str, Path]:
         return paths
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    partial = {fmt: path.with_name(path.name + ".partial") for fmt, path in paths.items()}
-    parquet_writer = csv_writer = None
-    pending: list[pa.Table] = []
-    for table in perturbed_tables(rows):
-        if parquet_writer is None:
-            parquet_writer = pq.ParquetWriter(partial["parquet"], table.schema)
-            csv_writer = pcsv.CSVWriter(partial["csv"], table.schema)
-        csv_writer.write_table(table)
-        pending.append(table)
-        if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
+    # Both files appear only when complete: a run cut short is not taken for made inputs next time.
+    partial = {fmt: AtomicFile(path) for fmt, path in paths.items()}
+    try:
+        parquet_writer = csv_writer = None
+        pending: list[pa.Table] = []
+        for table in perturbed_tables(rows):
+            if parquet_writer is None:
+                parquet_writer = pq.ParquetWriter(partial["parquet"].temporary, table.schema)
+                csv_writer = pcsv.CSVWriter(partial["csv"].temporary, table.schema)
+            csv_writer.write_table(table)
+            pending.append(table)
+            if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
+                parquet_writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+                pending = []
+        if pending:
             parquet_writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
-            pending = []
-    if pending:
-        parquet_writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
-    parquet_writer.close()
-    csv_writer.close()
-    for fmt, path in paths.items():
-        partial[fmt].rename(path)
+        parquet_writer.close()
+        csv_writer.close()
+        for file in partial.values():
+            file.commit()
+    finally:
+        for file in partial.values():
+            file.discard()
     print(f"[bench] made {rows:,} rows as Parquet and CSV in {time.perf_counter() - started:.0f} s", flush=True)
     return paths
 

@@ -1,4 +1,4 @@
-"""The floor of SPEC §7: the least a Flask app under our gunicorn settings can do per request.
+"""The benchmark's floor: the least a Flask app under our gunicorn settings can do per request.
 
 POST /predict decodes the body with ``orjson.loads`` and answers, without scoring, one result
 per row of the same shape and about the same size as the real service's (the selected

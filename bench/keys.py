@@ -1,4 +1,4 @@
-"""What API keys cost on single-row requests (issue 18: within 5 % of keys off).
+"""What API keys cost on single-row requests (the goal: within 5 % of keys off).
 
     .venv/bin/python -m bench.keys [--seconds 10] [--rounds 3] [--concurrency 4]
 

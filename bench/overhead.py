@@ -1,4 +1,4 @@
-"""What metrics and access logs cost on single-row requests (issue 7: at most 5 %).
+"""What metrics and access logs cost on single-row requests (the goal: at most 5 %).
 
     .venv/bin/python -m bench.overhead [--seconds 5] [--rounds 3] [--connections 8]
 

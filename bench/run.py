@@ -1,4 +1,4 @@
-"""The SPEC §7 benchmark in one command: the served app against the floor app, same inputs.
+"""The performance benchmark in one command: the served app against the floor app, same inputs.
 
     .venv/bin/python -m bench.run            # full run, < 5 minutes; writes docs/PERFORMANCE.md
     .venv/bin/python -m bench.run --quick    # tiny counts, a few seconds of load: a smoke test

@@ -1,5 +1,5 @@
-"""Slow clients (issue 18, part 4): what the buffered worker (service/buffered_worker.py) costs and
-what it buys, on the real server with 2 workers.
+"""Slow clients: what the buffered worker (service/buffered_worker.py) costs and what it buys, on
+the real server with 2 workers.
 
     .venv/bin/python -m bench.slow_clients              # 3 rounds of 10 s per worker class
     .venv/bin/python -m bench.slow_clients --rounds 1 --seconds 3

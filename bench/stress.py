@@ -34,7 +34,8 @@ DEFAULT_DATA = PROJECT_DIR / "lib" / "data" / "test.json"
 SINGLE = "single"
 BATCH = "batch"
 STREAM = "stream"
-#: The same row must score the same in any request (SPEC §4's parity tolerance).
+#: The same row must score the same in any request, to the tolerance the served and
+#: reference paths agree to.
 TOLERANCE = 1e-9
 #: How many error messages the summary lists.
 LISTED_ERRORS = 10

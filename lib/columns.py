@@ -1,5 +1,5 @@
 """Columns checked by name: which consumed columns a body lacks, which of its names nearly match
-one, and which values lie far outside the training range (SPEC §5, third wave).
+one, and which values lie far outside the training range.
 
 An absent consumed column is still a missing value (imputed, or the ``_nan`` level); it is only
 reported, or refused when the caller asks (``?columns=strict``, ``REQUIRE_COLUMNS``). A name

@@ -17,15 +17,17 @@ class InvalidValue(ValueError):
 
 
 class PayloadError(ServiceError):
-    """The request body as a whole is unusable: malformed JSON, wrong shape, empty list."""
+    """A request body or input file as a whole is unusable: malformed in its format, of the wrong
+    shape, without rows, or claiming what its data does not hold."""
 
 
 class UnsupportedMediaError(ServiceError):
-    """The body is neither JSON nor CSV."""
+    """The body is in no format the service reads: its Content-Type names none of them, and it
+    looks like neither JSON nor CSV."""
 
 
 class LimitError(ServiceError):
-    """The body or the number of rows is over a configured limit."""
+    """The body is over a configured limit: its size, its rows, or what it decodes to."""
 
 
 class ArtifactError(ServiceError):

@@ -1,17 +1,16 @@
 """Output files of the file command (``lib.score``), written chunk by chunk and never left half-written.
 
-Each writer writes to a temporary file in the output's directory and renames it over the output
-only when the run succeeds (``commit``); ``discard`` removes it. A chunk arrives as the scores table
-of ``lib.tables.result_table`` (``probability_positiveclass``, ``predicted_class``, ``error``) and
-the input columns to copy; the output's columns are the scores, then the copied columns, then
-``error``: the columns of the API's table answers, with ``id`` or the columns asked for.
+Each writer writes to a temporary file in the output's directory (``lib.atomic_file``) and renames
+it over the output only when the run succeeds (``commit``); ``discard`` removes it. A chunk arrives
+as the scores table of ``lib.tables.result_table`` (``probability_positiveclass``,
+``predicted_class``, ``error``) and the input columns to copy; the output's columns are the scores,
+then the copied columns, then ``error``: the columns of the API's table answers, with ``id`` or the
+columns asked for.
 """
 
 from __future__ import annotations
 
 import csv
-import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from lib.atomic_file import AtomicFile
 from lib.errors import CellError
 from lib.file_readers import CSV, NDJSON, PARQUET
 from lib.schema import ID_KEY
@@ -32,24 +32,6 @@ ERROR_FIELDS = ("index", "id", "column", "message")
 
 class OutputError(Exception):
     """The scores cannot be written in the chosen format (a copied column of a type it cannot hold)."""
-
-
-class AtomicFile:
-    """A temporary file beside ``path`` that becomes ``path`` on ``commit`` and vanishes on ``discard``."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        # Created here (mode "x": a new file, with the permissions the umask gives, unlike mkstemp's 0600).
-        self.temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-        self.temporary.open("xb").close()
-
-    def commit(self) -> None:
-        """Move the finished file to its place (atomically, on one file system)."""
-        os.replace(self.temporary, self.path)
-
-    def discard(self) -> None:
-        """Remove the temporary file; the output path is left as it was."""
-        self.temporary.unlink(missing_ok=True)
 
 
 class OutputWriter(Protocol):

@@ -1,4 +1,4 @@
-"""Normalisation of messy cell values (SPEC §5), as scalar parsers and as column functions.
+"""Normalisation of messy cell values, as scalar parsers and as column functions.
 
 Scalar parsers (``parse_number``, ``parse_currency``, ``parse_percent``, ``parse_category``)
 define the rules and produce the error messages. Column functions (``normalize_column``)
@@ -32,7 +32,7 @@ from lib.schema import (
     kind_of,
 )
 
-# The grammar of numbers written as text (SPEC §5), written once: the scalar parsers below, the
+# The grammar of numbers written as text, written once: the scalar parsers below, the
 # bulk routes (here and in lib/tables.py, with Arrow's RE2) and the OpenAPI document (ECMA) all
 # use these patterns, so they keep to what the three dialects read alike (ASCII classes, groups,
 # counted repeats; \s, which RE2 reads as ASCII spaces only: there a unicode space is left to

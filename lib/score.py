@@ -10,11 +10,11 @@ checked first, as at server start. Progress goes to stderr (a bar on a terminal,
 seconds otherwise), then a summary. The output is written to a temporary file and moved into place
 only when the run succeeds.
 
-Exit codes: 0 done (invalid rows, if any, are in the output's ``error`` column and the ``--errors``
-file); 1 an invalid cell with ``--strict`` (nothing written); 2 a wrong command line (an unknown
-option or format, a missing input file); 3 the input cannot be read (malformed or not of its
-format) or the output cannot be written; 4 the model's artifacts failed verification;
-130 interrupted.
+Exit codes (``lib.exit_codes``, the Spark job's too): 0 done (invalid rows, if any, are in the
+output's ``error`` column and the ``--errors`` file); 1 an invalid cell with ``--strict`` (nothing
+written); 2 a wrong command line (an unknown option or format, a missing input file); 3 the input
+cannot be read (malformed or not of its format) or the output cannot be written; 4 the model's
+artifacts failed verification; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -31,19 +31,25 @@ import pyarrow as pa
 
 from lib.columns import ColumnReport, FarBounds, name_report
 from lib.errors import ArtifactError, CellError, PayloadError
+from lib.exit_codes import (
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_MODEL,
+    EXIT_OK,
+    EXIT_UNREADABLE,
+    EXIT_USAGE,
+    SHOWN_ERRORS,
+)
 from lib.file_readers import CSV, EXTENSIONS, NDJSON, PARQUET, FileReader, format_of, open_reader
 from lib.file_writers import ErrorsWriter, OutputError, OutputWriter, open_writer
 from lib.progress import Progress, Summary
 from lib.schema import ID_KEY
-from lib.scorer import ScoringPlan, load_plan, score_batch
+from lib.scorer import ScoringPlan, count_positive, load_plan, score_batch
 from lib.store import DEFAULT_STORE, active_directory
 from lib.tables import ERROR, PREDICTED_CLASS, PROBABILITY, result_table
 
 FORMATS = (CSV, NDJSON, PARQUET)
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNREADABLE, EXIT_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 DEFAULT_CHUNK_ROWS = 65_536
-#: Invalid cells shown when --strict stops a run.
-SHOWN_ERRORS = 5
 
 
 class CommandError(Exception):
@@ -239,7 +245,7 @@ def score_file(plan: ScoringPlan, reader: FileReader, keep: tuple[str, ...], pro
         if errors_writer is not None and scores.errors:
             errors_writer.write(scores.errors, rows)
         n = chunk.batch.n_rows
-        positives += int(scores.classes.sum()) - sum(int(scores.classes[i]) for i in bad)
+        positives += count_positive(scores.classes, bad)
         rows, invalid = rows + n, invalid + len(bad)
         progress.update(n, chunk.bytes_read)
     if not rows:  # an empty input still gets an output with the columns

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -75,6 +75,13 @@ class Scores:
     def invalid_rows(self) -> set[int]:
         """Indices of rows with at least one invalid cell."""
         return {e.index for e in self.errors}
+
+
+def count_positive(classes: np.ndarray, invalid: Collection[int]) -> int:
+    """How many rows of ``classes`` are predicted positive, not counting the ``invalid`` rows
+    (their class means nothing)."""
+    positive = int(classes[0]) if len(classes) == 1 else int(classes.sum())  # .sum() of one costs more
+    return positive - sum(int(classes[i]) for i in invalid)
 
 
 def compile_plan(stages: Stages) -> ScoringPlan:

@@ -47,6 +47,7 @@ from lib.artifacts import (
 )
 from lib.codecs.parquet import check_file
 from lib.errors import ArtifactError, CellError, PayloadError
+from lib.exit_codes import EXIT_INVALID, EXIT_MODEL, EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE, SHOWN_ERRORS
 from lib.progress import Summary
 from lib.schema import ID_KEY
 from lib.scorer import ScoringPlan, ready_plan, score_batch
@@ -54,9 +55,6 @@ from lib.store import DEFAULT_STORE, active_directory
 from lib.tables import ERROR, PREDICTED_CLASS, PROBABILITY, batch_from_table, result_table
 
 FORMATS = ("parquet", "csv")
-EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNREADABLE, EXIT_MODEL = 0, 1, 2, 3, 4
-#: Invalid cells named in the message of a strict job that failed.
-SHOWN_ERRORS = 5
 #: Compiled plans of this process, by manifest checksum and file hashes (a Python worker keeps its
 #: plan for every later task of the same model).
 _PLANS: dict[tuple[str, ...], ScoringPlan] = {}

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lib.artifacts import Stages, load_artifacts, read_manifest
+from lib.atomic_file import replace_file, sync_directory
 from lib.errors import ArtifactError
 from lib.scorer import check_golden, compile_plan
 
@@ -197,7 +198,7 @@ class ModelStore:
             old = None  # a damaged pointer is what this call repairs
         previous = old.previous if old is not None and old.version == version else old.version if old else None
         pointer = Pointer(version, previous, datetime.now(UTC).isoformat(timespec="milliseconds"))
-        self._replace_pointer(pointer.encode())
+        replace_file(self.root / POINTER_FILE, pointer.encode(), durable=True)
         return pointer
 
     def write_version(self, write: Callable[[Path], str]) -> tuple[str, bool]:
@@ -222,7 +223,7 @@ class ModelStore:
                 if target.is_dir():  # written by someone else meanwhile
                     return version, False
                 raise
-            _sync_directory(self.root)
+            sync_directory(self.root)
             return version, True
         finally:
             if incoming.exists():
@@ -255,34 +256,12 @@ class ModelStore:
             self.use(theirs.version)
         return added
 
-    def _replace_pointer(self, data: bytes) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        temporary = self.root / f".{POINTER_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        try:
-            with open(temporary, "xb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, self.root / POINTER_FILE)
-        finally:
-            temporary.unlink(missing_ok=True)
-        _sync_directory(self.root)
-
-
 def _sync_tree(directory: Path) -> None:
     """fsync every file of ``directory``, then the directory itself: on disk before the rename."""
     for path in directory.iterdir():
         with open(path, "rb") as f:
             os.fsync(f.fileno())
-    _sync_directory(directory)
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    sync_directory(directory)
 
 
 def active_directory(root: Path = DEFAULT_STORE) -> Path:

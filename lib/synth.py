@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -256,6 +256,26 @@ def _percent(column: np.ndarray, missing: str | None) -> list[str | None]:
     return [missing if v != v else f"{v:.2f}%" for v in column.tolist()]
 
 
+def _format_columns(frame: pd.DataFrame, *, currency: Callable[[np.ndarray], list],
+                    percent: Callable[[np.ndarray], list], categorical: Callable[[np.ndarray], list],
+                    number: Callable[[str, np.ndarray], list]) -> list[list]:
+    """The cells of every column of ``frame``, in ``COLUMNS`` order, each written by the function of
+    its kind (``number`` also gets the column's name)."""
+    cells = []
+    for name in COLUMNS:
+        column = frame[name].to_numpy()
+        kind = SPECIAL_KINDS.get(name)
+        if kind == CURRENCY:
+            cells.append(currency(column))
+        elif kind == PERCENT:
+            cells.append(percent(column))
+        elif name in CATEGORICAL_COLUMNS:
+            cells.append(categorical(column))
+        else:
+            cells.append(number(name, column))
+    return cells
+
+
 def format_train_csv(frame: pd.DataFrame, decimals: Mapping[str, int]) -> bytes:
     """The train file as written by the source system: ``y,x0..x99``, blanks for missing.
 
@@ -263,18 +283,10 @@ def format_train_csv(frame: pd.DataFrame, decimals: Mapping[str, int]) -> bytes:
     ``($5,032.58)`` (double-quoted when it holds a comma), x63 as ``62.59%``, categoricals as
     their canonical text.
     """
-    cells = [frame[TARGET].astype(int).astype(str).tolist()]
-    for name in COLUMNS:
-        column = frame[name].to_numpy()
-        kind = SPECIAL_KINDS.get(name)
-        if kind == CURRENCY:
-            cells.append(_train_currency(column))
-        elif kind == PERCENT:
-            cells.append(_percent(column, missing=""))
-        elif name in CATEGORICAL_COLUMNS:
-            cells.append(["" if v is None else v for v in column.tolist()])
-        else:
-            cells.append(_fixed(column, decimals[name]))
+    cells = [frame[TARGET].astype(int).astype(str).tolist(), *_format_columns(
+        frame, currency=_train_currency, percent=lambda column: _percent(column, missing=""),
+        categorical=lambda column: ["" if v is None else v for v in column.tolist()],
+        number=lambda name, column: _fixed(column, decimals[name]))]
     lines = [",".join((TARGET, *COLUMNS)), *map(",".join, zip(*cells, strict=True))]
     return ("\n".join(lines) + "\n").encode()
 
@@ -285,18 +297,9 @@ def format_test_json(frame: pd.DataFrame) -> bytes:
     Numbers as JSON numbers, x12 as ``$5,547.78`` or ``$-5,483.24``, x63 as ``36.29%``,
     categoricals as canonical strings, null for missing; no y, no id.
     """
-    cells = []
-    for name in COLUMNS:
-        column = frame[name].to_numpy()
-        kind = SPECIAL_KINDS.get(name)
-        if kind == CURRENCY:
-            cells.append(_test_currency(column))
-        elif kind == PERCENT:
-            cells.append(_percent(column, missing=None))
-        elif name in CATEGORICAL_COLUMNS:
-            cells.append(column.tolist())
-        else:
-            cells.append([None if v != v else v for v in column.tolist()])
+    cells = _format_columns(frame, currency=_test_currency, percent=lambda column: _percent(column, missing=None),
+                            categorical=lambda column: column.tolist(),
+                            number=lambda name, column: [None if v != v else v for v in column.tolist()])
     rows = [dict(zip(COLUMNS, row, strict=True)) for row in zip(*cells, strict=True)]
     return orjson.dumps(rows, option=orjson.OPT_APPEND_NEWLINE)
 

@@ -1,7 +1,7 @@
 """Arrow tables and the scorer: a table's consumed columns as a ``RawBatch``, and scores as a table.
 
 One conversion for every columnar source: the API's Arrow and Parquet bodies, the file command
-(``lib.score``) and the Spark job (``lib.spark``). Cells follow the JSON rules (SPEC §5):
+(``lib.score``) and the Spark job (``lib.spark``). Cells follow the rules of JSON rows:
 
 - a column of numbers (any integer or floating type; nulls are missing) feeding a numeric,
   currency or percent variable is taken as float64 in one step, exactly the doubles JSON

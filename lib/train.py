@@ -1,4 +1,4 @@
-"""Training pipeline (SPEC §3): messy CSV → imputer, scaler, statsmodels logit, manifest, report.
+"""Training pipeline: messy CSV → imputer, scaler, statsmodels logit, manifest, report.
 
     python -m lib.train [--data PATH] [--store DIR | --out DIR] [--threshold X | --threshold-quantile Q]
 

@@ -1,7 +1,8 @@
 """Answer bodies of ``POST /predict``, in every format: JSON rows (the default) or columns
 (``?format=columns``), an Arrow IPC stream or a Parquet file when ``Accept`` asks for one, and
-NDJSON lines for a streamed request. Field names are the contract's (SPEC §5); the table
-columns are ``lib.tables``' so that the file command and the Spark job write the same ones.
+NDJSON lines for a streamed request. Field names are the original service's, which clients rely
+on; the table columns are ``lib.tables``' so that the file command and the Spark job write the
+same ones.
 """
 
 from __future__ import annotations

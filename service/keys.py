@@ -20,15 +20,15 @@ import argparse
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from lib.atomic_file import replace_file
 
 log = logging.getLogger("predict")
 
@@ -168,18 +168,9 @@ def write_lines(path: Path, lines: Sequence[KeyLine]) -> None:
     """Replace ``path`` with ``lines`` in one rename, keeping its mode (new: 0644). The file holds
     only hashes of 256-bit random keys, nothing to guess a key from, and the service may run as
     another user than the one who edits it (the image's uid 10001)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = "# API keys (python -m service.keys): NAME:SHA256 of the key; the keys themselves are not kept\n"
     text = header + "".join(f"{line.name}:{line.hash}\n" for line in lines)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    replace_file(path, text.encode(), mode=path.stat().st_mode & 0o777 if path.exists() else 0o644)
 
 
 def add(path: Path, name: str) -> tuple[str, KeyLine]:

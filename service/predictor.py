@@ -20,7 +20,7 @@ from lib.columns import ColumnError, ColumnReport, FarBounds, name_report
 from lib.drift import DriftCounts, RangeCheck, count_drift
 from lib.errors import ArtifactError, CellError, InputError
 from lib.explain import Explainer
-from lib.scorer import Scores, compile_plan, score_batch
+from lib.scorer import Scores, compile_plan, count_positive, score_batch
 from service.answers import ROWS_FORMAT, Answers
 
 #: ``?explain=`` value asking for every variable's contribution.
@@ -133,14 +133,11 @@ class Predictor:
                     seconds: tuple[float, float, float], media_type: str, columns: ColumnReport) -> Prediction:
         """The answered batch with its counts; ``seconds`` are decode, normalise + score, encode."""
         decode, score, encode = seconds
-        classes = scores.classes
-        n_positive = int(classes[0]) if len(classes) == 1 else int(classes.sum())  # .sum() of one costs more
-        n_positive -= sum(int(classes[i]) for i in invalid)
         return Prediction(
             body=body,
             n_rows=batch.n_rows,
             n_invalid=len(invalid),
-            n_positive=n_positive,
+            n_positive=count_positive(scores.classes, invalid),
             errors=scores.errors,
             phases=dict(zip(PHASES, (decode, scores.normalise_seconds, score - scores.normalise_seconds, encode),
                             strict=True)),

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import Settings
+from tests.metrics_text import metric_value
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 #: What the service reads from its environment: service/settings.py's variables, and what gunicorn.conf.py
@@ -43,9 +43,7 @@ def wait_for(condition, seconds: float, what: str, interval: float = 0.05):
 def successful_predictions(url: str) -> float:
     """The successful ``POST /predict`` requests a server counted in its own /metrics."""
     text = requests.get(f"{url}/metrics", timeout=5).text
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == "http_requests_total"
-               and {"endpoint": "/predict", "method": "POST", "status": "200"}.items() <= sample.labels.items())
+    return metric_value(text, "http_requests_total", endpoint="/predict", method="POST", status="200")
 
 
 def without_service_settings(environ: dict[str, str]) -> dict[str, str]:

@@ -21,6 +21,7 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.ipc
@@ -38,6 +39,10 @@ class Mutant:
 
 class NotApplicable(Exception):
     """The body has no structure this mutation can change (e.g. no dictionary to misindex)."""
+
+
+#: A body parsed into the structures a mutation changes (ArrowBody, ParquetBody).
+Parsed = TypeVar("Parsed")
 
 
 # -- Numbers a lying length or count takes -------------------------------------------------------
@@ -415,6 +420,23 @@ def _arrow_footer_block(rng, arrow: ArrowBody) -> str:
     return f"footer {('dictionaries', 'recordBatches')[index - 2]}[{i}]: {what} {old} -> {value}"
 
 
+def first_that_applies(rng: random.Random, mutations: dict[str, Callable[[random.Random, Parsed], str]],
+                       parse: Callable[[bytes], Parsed], encode: Callable[[Parsed], bytes],
+                       body: bytes) -> Mutant | None:
+    """The first of ``mutations``, tried in a random order, that applies to ``body`` (parsed afresh
+    for each try, as a failed try may have changed it half-way); None if none applies."""
+    kinds = list(mutations)
+    rng.shuffle(kinds)
+    for kind in kinds:
+        parsed = parse(body)
+        try:
+            detail = mutations[kind](rng, parsed)
+        except NotApplicable:
+            continue
+        return Mutant(encode(parsed), kind, detail)
+    return None
+
+
 def flip_bytes(rng: random.Random, buf: bytearray, start: int = 0) -> str:
     """Flip 1 to 8 random bytes at or after ``start``; say which."""
     if len(buf) <= start:
@@ -444,16 +466,10 @@ ARROW_MUTATIONS: dict[str, Callable[[random.Random, ArrowBody], str]] = {
 
 def mutate_arrow(rng: random.Random, body: bytes) -> Mutant:
     """One structural mutation of an Arrow IPC body (stream or file), chosen among those that apply."""
-    kinds = list(ARROW_MUTATIONS)
-    rng.shuffle(kinds)
-    for kind in kinds:
-        arrow = ArrowBody(body)
-        try:
-            detail = ARROW_MUTATIONS[kind](rng, arrow)
-        except NotApplicable:
-            continue
-        return Mutant(bytes(arrow.buf), kind, detail)
-    raise AssertionError("no Arrow mutation applies")  # the byte flip always does
+    mutant = first_that_applies(rng, ARROW_MUTATIONS, ArrowBody, lambda arrow: bytes(arrow.buf), body)
+    if mutant is None:
+        raise AssertionError("no Arrow mutation applies")  # the byte flip always does
+    return mutant
 
 
 # -- Thrift compact protocol (Parquet's footer and page headers) ---------------------------------
@@ -865,16 +881,7 @@ def mutate_parquet(rng: random.Random, body: bytes) -> Mutant:
     """One mutation of a Parquet file: a footer or page-header field (re-encoded), or its bytes."""
     if rng.random() < 0.2:
         return _parquet_raw(rng, body)
-    kinds = list(PARQUET_MUTATIONS)
-    rng.shuffle(kinds)
-    for kind in kinds:
-        parquet = ParquetBody(body)
-        try:
-            detail = PARQUET_MUTATIONS[kind](rng, parquet)
-        except NotApplicable:
-            continue
-        return Mutant(bytes(parquet), kind, detail)
-    return _parquet_raw(rng, body)
+    return first_that_applies(rng, PARQUET_MUTATIONS, ParquetBody, bytes, body) or _parquet_raw(rng, body)
 
 
 # -- Text formats: JSON rows, JSON columns, CSV, NDJSON ------------------------------------------

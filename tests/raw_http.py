@@ -113,6 +113,26 @@ def request(host: str, port: int, data: bytes, **kwargs) -> Response:
         return connection.read_response()
 
 
+def raw_exchange(port: int, data: bytes, *, half_close: bool = False, timeout: float = 30) -> bytes:
+    """Send ``data`` on a new connection to 127.0.0.1:``port`` and read until the server closes
+    it: every byte it answered. ``half_close`` shuts the sending side after ``data``, so the
+    server reads the end of the stream where a body falls short of its length."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_and_body(answer: bytes) -> tuple[int, bytes]:
+    """The status code of ``answer`` (raw bytes of a response) and everything after its head."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
 def smuggling_refused(host: str, port: int, data: bytes, predictions, **kwargs) -> Response:
     """Send ``data`` (a request framed two ways, with a smuggled prediction after it) and check what
     every server here must do with it: answer 400 and close the connection, so that nothing after

@@ -1,4 +1,5 @@
-"""The HTTP contract (SPEC §5) through a real gunicorn server on a free port."""
+"""The HTTP contract of POST /predict and the other endpoints through a real gunicorn server on a
+free port."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tests.live_server import LiveServer
 pytestmark = pytest.mark.server
 
 
-# The row the original service documents (issue 3), also the example of /docs.
+# The row the original service documents, also the example of /docs.
 DOCUMENTED_ROW = EXAMPLE_ROW
 
 
@@ -119,7 +120,7 @@ def test_row_ids_are_echoed_in_their_rows(http, server, test_rows):
     assert answer[0]["id"] == "first" and "id" not in answer[1] and answer[2]["id"] == 3
 
 
-# -- Normalisation through HTTP (SPEC §5): each variant answers as its canonical form --------
+# -- Normalisation through HTTP: each variant answers as its canonical form --------
 
 EQUIVALENT_CELLS = [
     ("x12", 5547.78, ["$5,547.78", " $5,547.78 ", "5547.78", "5,547.78"]),
@@ -193,7 +194,7 @@ def test_numbers_beyond_float_range_are_invalid_cells_not_malformed_json(http, s
     assert error["column"] == "x62" and "inf" in error["message"]
 
 
-# -- Errors (SPEC §5) -------------------------------------------------------------------------
+# -- Errors -------------------------------------------------------------------------------
 
 
 def test_every_invalid_row_is_listed_with_a_capped_list_and_counts(http, server, test_rows):

@@ -1,5 +1,5 @@
-"""Arrow IPC bodies (lib/codecs/arrow.py) and the cell types of every columnar form (lib/tables.py),
-issue 23: a crafted body is a 400 naming what is wrong and never crashes a worker or is scored
+"""Arrow IPC bodies (lib/codecs/arrow.py) and the cell types of every columnar form (lib/tables.py):
+a crafted body is a 400 naming what is wrong and never crashes a worker or is scored
 from bytes it does not hold; a small body never grows a worker past the decoded-size budget; every
 cell type is converted exactly as its JSON twin or refused naming the column and the type.
 

@@ -1,7 +1,7 @@
-"""Columns checked by name (issue 23, items 7 and 8): absent consumed columns, names that nearly
-match one and values far outside training are reported (headers, metric, access line) and
-refused on request (``?columns=strict``, ``REQUIRE_COLUMNS``); a name given twice is a 400 in
-every form. Bodies are built here, in every wire format, from the README's example row."""
+"""Columns checked by name: absent consumed columns, names that nearly match one and values far
+outside training are reported (headers, metric, access line) and refused on request
+(``?columns=strict``, ``REQUIRE_COLUMNS``); a name given twice is a 400 in every form. Bodies are
+built here, in every wire format, from the README's example row."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from lib import score
 from lib.columns import FAR_SCALES, FarBounds, near_misses
@@ -25,6 +24,7 @@ from service.column_report import FAR_HEADER, MISSING_HEADER, SUGGESTIONS_HEADER
 from service.predictor import Predictor
 from service.settings import Settings
 from tests.live_server import PROJECT_DIR, LiveServer, wait_for
+from tests.metrics_text import metric_samples
 
 pytestmark = pytest.mark.server
 
@@ -100,9 +100,8 @@ def suggestions(header: str) -> dict[str, str]:
 
 def column_problems(server: LiveServer) -> dict[tuple[str, str], float]:
     text = requests.get(f"{server.url}/metrics", timeout=10).text
-    return {(s.labels["column"], s.labels["problem"]): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples
-            if s.name == "predict_column_problems_total"}
+    return {(dict(labels)["column"], dict(labels)["problem"]): value
+            for (name, labels), value in metric_samples(text).items() if name == "predict_column_problems_total"}
 
 
 def access_line(server: LiveServer, rid: str) -> dict:

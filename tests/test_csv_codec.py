@@ -1,6 +1,6 @@
 """CSV bodies and files (lib/codecs/csv.py), as the API and the file command read them: a byte-order
 mark is skipped, a row whose cell count differs from the header's and a name given twice are
-refused with the row or the name, quoted cells keep their commas and line breaks (issue 23)."""
+refused with the row or the name, quoted cells keep their commas and line breaks."""
 
 from __future__ import annotations
 

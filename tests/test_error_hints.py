@@ -1,4 +1,4 @@
-"""Errors that help (issue 23, item 9): the common mistakes are told what to do.
+"""Errors that help: the common mistakes are told what to do.
 
 CSV or NDJSON whose line breaks ``curl -d`` removed, NDJSON sent as JSON, JSON columns without
 ``?input=columns``: each a 400 naming the fix, never echoing the body. A wrong method is a 405

@@ -1,4 +1,4 @@
-"""Property-based fuzzing of POST /predict through the real gunicorn server (issue 6, items 1 and 3).
+"""Property-based fuzzing of POST /predict through the real gunicorn server.
 
 Every generated request must get a 2xx or a 4xx with a JSON body ({"error", "message"} for a
 4xx), never a 5xx, a hang or a dropped connection, and the server must stay healthy. Where
@@ -219,7 +219,7 @@ def invalid_columns(row: dict, consumed: list[str]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def api_key(tmp_path_factory) -> tuple[Path, str]:
-    """A key file with one key: the fuzzing runs with API keys on (issue 18)."""
+    """A key file with one key: the fuzzing runs with API keys on."""
     path = tmp_path_factory.mktemp("fuzz-keys") / "api-keys"
     key, _ = keys.add(path, "fuzz")
     return path, key
@@ -330,8 +330,8 @@ class ServerWatch:
 
 def fuzzed(http, server, examples: int, **strategies):
     """Run the decorated check at once over ``examples`` cases drawn from ``strategies``
-    against ``server``; then make sure that many were generated (they count toward the 2,000
-    cases of issue 6) and that the server stayed healthy and logged no unhandled error."""
+    against ``server``; then make sure that many were generated (they count toward the
+    module's well over 2,000) and that the server stayed healthy and logged no unhandled error."""
 
     def run(check):
         watch = ServerWatch(http, server)
@@ -548,7 +548,7 @@ def test_numbers_near_the_float_limit_score_or_are_named(http, server):
     assert error["column"] in ("x91", "x53") and "too large" in error["message"]
 
 
-# -- Nothing lost (item 3) ------------------------------------------------------------------------
+# -- Nothing lost -----------------------------------------------------------------------------------
 
 BAD_CELLS = [("x5", "funday"), ("x12", "twelve dollars"), ("x31", ["asia"]), ("x81", "Smarch"), ("x44", True),
              ("x91", "1e400")]

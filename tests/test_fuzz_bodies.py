@@ -1,7 +1,7 @@
-"""Structural fuzzing of request bodies (issue 23, item 12): valid Arrow IPC and Parquet bodies
-mutated field by field (tests/mutators.py), JSON rows, JSON columns, CSV and NDJSON byte by byte,
-each sent to one live gunicorn server (2 workers), then the same files given to the file command
-and a few to the Spark job.
+"""Structural fuzzing of request bodies: valid Arrow IPC and Parquet bodies mutated field by
+field (tests/mutators.py), JSON rows, JSON columns, CSV and NDJSON byte by byte, each sent to one
+live gunicorn server (2 workers), then the same files given to the file command and a few to the
+Spark job.
 
 For every body: no 5xx, a JSON answer, the workers still the same processes, their memory grown
 by no more than the decoded-size budget (MAX_DECODED_MB) plus a margin, and a 200 only where the

@@ -1,6 +1,6 @@
 """Every input form of POST /predict (JSON rows and columns, CSV, Arrow, Parquet, NDJSON) gives
 every row the outcome JSON rows give it: the same probability bit for bit, or the same errors;
-and answers in Arrow or Parquet hold the same as JSON answers (issue 14)."""
+and answers in Arrow or Parquet hold the same as JSON answers."""
 
 from __future__ import annotations
 
@@ -275,7 +275,7 @@ def test_a_one_row_table_with_a_missing_or_clean_amount_scores_as_json(client, c
         assert outcomes_of(post(client, form, rows)) == expected, form
 
 
-# Amounts and percentages (issue 23, item 6): a malformed cell is the same 422 in every form,
+# Amounts and percentages: a malformed cell is the same 422 in every form,
 # naming the column and the accepted forms; a well-formed one scores bit for bit alike everywhere.
 
 REFUSED = {"x12": ["$5.547,78", "$1,00", "5,5,4,7", "$$5", "1,0000", ",100", "100,", "$-(5)", "--5", "$5$"],

@@ -1,4 +1,4 @@
-"""Two servers on one host (issue 23, item 11): each keeps the files it writes to itself.
+"""Two servers on one host: each keeps the files it writes to itself.
 
 The servers here get a HOME and a TMPDIR of the test's own and no XDG_RUNTIME_DIR, so any file
 a server writes outside its own directories shows up in them; their metrics directories come

@@ -1,6 +1,6 @@
 """Invalid UTF-8 anywhere in a text body (JSON rows, JSON columns, CSV, NDJSON): a 400 that names
 the byte, the line and the key or column, never a 500; in an NDJSON stream after its
-first answer, the documented closing error line (issue 23, item 5)."""
+first answer, the documented closing error line."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""API keys (issue 18, item 1): the key file's format, the ring's comparison, the file's re-reading,
-and the ``python -m service.keys`` command. The keys at the door of a running server are in
+"""API keys: the key file's format, the ring's comparison, the file's re-reading, and the
+``python -m service.keys`` command. The keys at the door of a running server are in
 tests/test_access_control.py."""
 
 from __future__ import annotations

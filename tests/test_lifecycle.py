@@ -1,4 +1,4 @@
-"""Life cycle of a gunicorn server (issue 6, items 4, 5 and 6).
+"""Life cycle of a gunicorn server.
 
 - SIGTERM to the master while a 10,000-row request is in flight: the request gets its whole
   answer, then the server exits 0.
@@ -24,8 +24,8 @@ import pytest
 import requests
 
 from bench.memory import worker_pids
-from lib.artifacts import seal_manifest
 from tests.live_server import PROJECT_DIR, accepted, wait_for
+from tests.test_artifacts import reseal
 
 pytestmark = pytest.mark.server
 
@@ -142,11 +142,6 @@ class CreatesFile:
         return (open, (self.path, "w"))
 
 
-def reseal(model_dir, manifest: dict) -> None:
-    """Rewrite manifest.json with a valid self-checksum, as someone who edits it knowingly would."""
-    (model_dir / "manifest.json").write_text(json.dumps(seal_manifest(manifest)))
-
-
 def flip_a_byte(path):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
@@ -198,7 +193,7 @@ def test_version_mismatch_may_be_overridden_explicitly(start_server, model_copy)
     assert requests.post(live.url + "/predict", json=ROW, timeout=TIMEOUT).status_code == 200
 
 
-# -- Soak (item 6): the script runs; its real figures are in docs/SOAK.md -----------------------------------
+# -- Soak: the script runs; its real figures are in docs/SOAK.md -----------------------------------
 
 
 def test_soak_script_runs_a_tiny_soak(server, tmp_path):

@@ -1,4 +1,4 @@
-"""Limits and what error answers may hold (issue 6, items 2 and 7), through real gunicorn servers.
+"""Limits and what error answers may hold, through real gunicorn servers.
 
 - Body size (MAX_BODY_MB) and row count (MAX_ROWS) are 413 with a JSON body naming the limit; a
   Content-Length over the limit is refused before the body is read; a chunked body cannot slip
@@ -17,7 +17,6 @@ import json
 import math
 import platform
 import re
-import socket
 import time
 from importlib import metadata
 
@@ -28,6 +27,7 @@ from bench.memory import worker_pids
 from flaskapp import create_app
 from service.settings import Settings
 from tests.live_server import PROJECT_DIR, LiveServer
+from tests.raw_http import raw_exchange, status_and_body
 
 pytestmark = pytest.mark.server
 
@@ -45,19 +45,6 @@ def small(model_dir, tmp_path_factory):
         yield live.start()
     finally:
         live.stop()
-
-
-def raw_exchange(server, data: bytes, *, half_close: bool = False) -> tuple[int, bytes]:
-    """Send raw bytes on a new connection; return the status code and the body of the answer."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
-        sock.sendall(data)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
 
 
 def json_error(status: int, body: bytes, code: str) -> str:
@@ -79,7 +66,7 @@ def test_content_length_over_the_limit_is_refused_before_the_body_is_sent(small)
     headers = (f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
                f"Content-Length: {2 * MB}\r\n\r\n").encode()
     # No body byte is ever sent: a server that read the body would find it short (400), not too large.
-    status, body = raw_exchange(small, headers, half_close=True)
+    status, body = status_and_body(raw_exchange(small.port, headers, half_close=True))
     assert status == 413
     assert "MAX_BODY_MB" in json_error(status, body, "too_large")
 
@@ -118,7 +105,7 @@ def test_body_shorter_than_its_content_length_is_refused_not_scored_in_part(smal
     sent = csv[: csv.index("monday,10")]  # ten whole rows, then the client stops
     request = (f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: text/csv\r\n"
                f"Content-Length: {len(csv)}\r\n\r\n{sent}").encode()
-    status, body = raw_exchange(small, request, half_close=True)
+    status, body = status_and_body(raw_exchange(small.port, request, half_close=True))
     assert status == 400
     assert "Content-Length" in json_error(status, body, "bad_request")
 
@@ -155,7 +142,7 @@ def test_rows_up_to_the_limit_pass_and_one_more_is_413(small, content_type):
     (b"POST /predict HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n", 400),
 ])
 def test_gunicorn_limits_answer_4xx_and_the_server_goes_on(small, request_bytes, status):
-    got, _ = raw_exchange(small, request_bytes)
+    got, _ = status_and_body(raw_exchange(small.port, request_bytes))
     assert got == status
     assert requests.get(small.url + "/health", timeout=TIMEOUT).status_code == 200
 
@@ -177,7 +164,7 @@ def test_requests_past_the_worker_timeout_get_504_and_the_worker_serves_on(start
     # CLIENT_READ_TIMEOUT has passed (tests/test_slow_clients.py), well before the deadline.
     stalled = (b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                b"Content-Length: 100\r\n\r\n[{\"x5\": ")
-    status, body = raw_exchange(live, stalled)
+    status, body = status_and_body(raw_exchange(live.port, stalled))
     assert status == 408 and "CLIENT_READ_TIMEOUT" in json_error(status, body, "request_timeout")
     # Work that outlives the deadline: rows whose every cell is invalid (the careful route, all of
     # it Python that the deadline can interrupt). How many rows that takes depends on the machine,
@@ -203,7 +190,7 @@ def test_requests_past_the_worker_timeout_get_504_and_the_worker_serves_on(start
     assert "WORKER TIMEOUT" not in live.log_text()
 
 
-# -- What error answers hold (item 7) ----------------------------------------------------------------------
+# -- What error answers hold ---------------------------------------------------------------------------------
 
 MARKER = "payload-marker-" + "".join(f"{i:03d}" for i in range(60))  # 195 characters
 SHOWN = 40  # error messages show at most this much of a client value

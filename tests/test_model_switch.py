@@ -12,7 +12,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from flaskapp import create_app
 from lib.artifacts import MODEL_FILE, SCALER_FILE
@@ -20,6 +19,7 @@ from lib.reference import reference_probabilities
 from lib.store import POINTER_FILE, Pointer
 from service.model_switch import EXTENSION
 from tests.live_server import wait_for
+from tests.metrics_text import metric_value
 from tests.test_artifacts import flip_byte
 
 ROWS = 40
@@ -52,8 +52,7 @@ def scored(client, rows) -> tuple[str, np.ndarray]:
 
 
 def metric(client, name: str, **labels) -> float:
-    families = text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
-    return sum(s.value for f in families for s in f.samples if s.name == name and s.labels.items() >= labels.items())
+    return metric_value(client.get("/metrics").get_data(as_text=True), name, **labels)
 
 
 def write_pointer(store, version: str, previous: str | None = None) -> None:

@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.client import HttpClient
 from bench.memory import worker_pids
 from lib.reference import reference_probabilities
 from lib.store import POINTER_FILE, Pointer
 from tests.live_server import LiveServer, wait_for
+from tests.metrics_text import metric_value
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 
@@ -251,6 +251,4 @@ def test_a_pointer_to_a_missing_version_keeps_every_worker_on_its_model(store_se
     assert card["lifecycle"]["failed_switch"]["version"] == missing
     assert card["lifecycle"]["failed_switch"]["error"].startswith(f"no version {missing} in the model store")
     metrics = requests.get(store_server.url + "/metrics", timeout=10).text
-    failures = sum(s.value for f in text_string_to_metric_families(metrics) for s in f.samples
-                   if s.name == "model_switch_failures_total" and s.labels == {"version": missing})
-    assert failures == 2
+    assert metric_value(metrics, "model_switch_failures_total", version=missing) == 2

@@ -1,4 +1,5 @@
-"""Every normalisation rule of SPEC §5, as scalar parsers and as column functions."""
+"""Every normalisation rule of a cell (missing values, numbers, amounts, percentages, categories),
+as scalar parsers and as column functions."""
 
 import math
 import re
@@ -50,7 +51,7 @@ def test_parse_number_invalid(value):
         parse_number(value)
 
 
-# The amount grammar (SPEC §5, issue 23): what is accepted is read exactly as before, the rest is
+# The amount grammar: what is accepted is read exactly as before, the rest is
 # refused, never guessed. Edge forms accepted as they were: a leading "+", ".5", "5.", an exponent
 # on ungrouped digits, spaces between the tokens ($, sign, parentheses), "$" before or inside
 # parentheses. Refused: commas but in groups of three before the point, two signs, two "$",

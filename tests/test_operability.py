@@ -1,4 +1,4 @@
-"""Operability (issue 7): metrics, access logs, OpenAPI document and docs page, model card.
+"""Operability: metrics, access logs, OpenAPI document and docs page, model card.
 
 The exact-count tests run a known mix of requests against a fresh 2-worker gunicorn server
 of their own, so that nothing else adds to its counters.
@@ -22,7 +22,6 @@ import pytest
 import requests
 import yaml
 from openapi_spec_validator import validate
-from prometheus_client.parser import text_string_to_metric_families
 
 from lib.schema import CATEGORICAL_COLUMNS
 from service import access_log
@@ -30,6 +29,7 @@ from service.metrics import FLUSH_SECONDS
 from service.openapi import EXAMPLE_ROW, RowSchema
 from service.predictor import PHASES
 from tests.live_server import PROJECT_DIR, LiveServer, accepted, wait_for
+from tests.metrics_text import metric_samples, metric_value
 
 pytestmark = pytest.mark.server
 
@@ -103,9 +103,8 @@ def _scrape(url: str) -> dict:
     """The samples of /metrics, less those of /metrics itself (each scrape adds to them)."""
     reply = requests.get(url + "/metrics", timeout=10)
     assert reply.status_code == 200
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(reply.text) for s in family.samples
-            if s.labels.get("endpoint") != "/metrics"}
+    return {(name, labels): value for (name, labels), value in metric_samples(reply.text).items()
+            if dict(labels).get("endpoint") != "/metrics"}
 
 
 @pytest.fixture(scope="module")
@@ -368,9 +367,8 @@ def test_a_405_is_counted_under_its_route_and_a_404_as_unmatched(app):
     client = app.test_client()
 
     def count(endpoint, method, status):
-        families = text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
-        return sum(s.value for f in families for s in f.samples if s.name == "http_requests_total"
-                   and s.labels == {"endpoint": endpoint, "method": method, "status": status})
+        return metric_value(client.get("/metrics").get_data(as_text=True), "http_requests_total",
+                            endpoint=endpoint, method=method, status=status)
 
     before = {key: count(*key) for key in [("/predict", "GET", "405"), ("/docs/<path:name>", "DELETE", "405"),
                                            ("unmatched", "GET", "404")]}

@@ -1,5 +1,5 @@
-"""Hostile Parquet (issue 23, items 2 to 4): footers that lie about their rows, row groups that claim
-2^34 or 2^40 rows, a few KB that decode to millions of rows, no columns, text that is not UTF-8.
+"""Hostile Parquet: footers that lie about their rows, row groups that claim 2^34 or 2^40 rows, a
+few KB that decode to millions of rows, no columns, text that is not UTF-8.
 
 Every file is written by pyarrow, then its footer patched (tests/parquet_footer.py). Through a
 live server: the status, the error naming the problem, the same worker answering (its pid, and no

@@ -37,6 +37,7 @@ from lib.schema import ID_KEY
 from lib.store import ModelStore
 from service.settings import MB, Settings
 from tests.live_server import PROJECT_DIR, wait_for
+from tests.metrics_text import metric_families
 
 README = (PROJECT_DIR / "README.md").read_text()
 #: The address the README's examples use.
@@ -202,7 +203,7 @@ def check_answer(command: str, output: str, model_dir, tmp: Path) -> None:
     """``output`` has the shape the README describes for the path ``command`` requests."""
     url = urlsplit("http://" + url_of(command).removeprefix("http://"))
     if url.path == "/metrics":
-        assert "# TYPE model_info gauge" in output
+        assert metric_families(output)["model_info"].type == "gauge"
         return
     if (path := written_file(command, tmp)) is not None:
         assert output == ""
@@ -315,9 +316,13 @@ def test_the_three_row_examples_score_the_one_row_example_as_row_r1_and_agree(ru
 
 
 def test_the_example_row_file_is_the_documented_row():
-    from service.openapi import EXAMPLE_ROW
+    from lib.example_row import EXAMPLE_ROW, row_json
+    from service.openapi import EXAMPLE_ROW as SHOWN_ROW
 
-    assert json.loads((PROJECT_DIR / "docs" / "examples" / "row.json").read_text()) == EXAMPLE_ROW
+    # Byte for byte: the file is lib.example_row's row serialised (python -m lib.example_row writes it).
+    assert (PROJECT_DIR / "docs" / "examples" / "row.json").read_text() == row_json()
+    assert json.loads(row_json()) == EXAMPLE_ROW
+    assert SHOWN_ROW is EXAMPLE_ROW
 
 
 # Files in /tmp/ are made by the README's setup lines (checked by running them).

@@ -21,7 +21,7 @@ from lib.scorer import GOLDEN_TOLERANCE, check_golden, compile_plan, score_batch
 
 TOLERANCE = 1e-9
 MISSING_FORMS = [None, "", "   ", "nan", " NaN ", "null", "NULL", "None", "na", "N/A"]
-#: Raw forms of the numeric kinds (SPEC §5), each with the value it stands for.
+#: Raw forms of the numeric kinds (numbers, amounts, percentages), each with the value it stands for.
 RAW_FORMS = {
     "x12": ["$6,882.34 ", "($5,032.58)", "$-5,032.58", "-$5,032.58", "5032.58", -12.5, " $ 1,000 "],
     "x63": ["62.59%", "36.29 %", "36.29", 36.29, 0],

@@ -1,4 +1,4 @@
-"""Training (SPEC §3) on the generated data: the published variables, the AUC, the manifest, the CLI.
+"""Training on the generated data: the published variables, the AUC, the manifest, the CLI.
 
 The full run happens once per module, as a user runs it (`python -m lib.train`), with warnings
 as errors; the other tests read what it wrote.
