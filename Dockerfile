@@ -31,7 +31,7 @@ COPY wheels/ /wheels/
 COPY requirements.txt requirements-train.txt ./
 # The packages' own test suites and pip itself are never run in the container; nor are pyarrow's
 # Flight RPC and S3 filesystem (about 50 MB, loaded only on demand) or its C++ headers: the import
-# check proves that what the service and lib.score use still loads.
+# check proves that what the service and the file command (lib.batch) use still loads.
 RUN pip install -r requirements.txt \
     && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*/tests' -exec rm -rf {} + \
     && arrow=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/pyarrow \
@@ -51,7 +51,7 @@ RUN python -m compileall -q /app
 # same pins for everything the pickles depend on.
 FROM builder AS artifacts
 RUN python -m ensurepip --upgrade >/dev/null && python -m pip install -r requirements-train.txt
-RUN python -m lib.synth && python -m lib.train
+RUN python -m lib.training.synth && python -m lib.training.train
 
 # --- runtime: no compilers, no pip, no training or dev requirements, not root --------------
 FROM ${PYTHON_IMAGE} AS runtime

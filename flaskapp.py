@@ -1,10 +1,10 @@
 """The app factory gunicorn serves (``flaskapp:create_app()``): it assembles the service.
 
 The model to serve (the model store's active version, or MODEL_DIR) is verified and loaded once,
-in the factory, before the first request; ``service.model_switch`` then follows the store's
+in the factory, before the first request; ``service.scoring.model_switch`` then follows the store's
 pointer in each worker. The request body reader (``preprocess_input_json``) is built here and
 handed to every predictor. ``POST /predict``, the hot path, is answered by
-``service.endpoint.PredictEndpoint``, mounted in front of Flask's routing; Flask answers the
+``service.http.endpoint.PredictEndpoint``, mounted in front of Flask's routing; Flask answers the
 other routes. What both share is in ``service/``.
 """
 
@@ -18,25 +18,25 @@ import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import MethodNotAllowed
 
-from lib.artifacts import Stages, read_manifest, verify_files
-from lib.errors import ArtifactError
-from lib.scorer import check_golden
+from lib.core.artifacts import Stages, read_manifest, verify_files
+from lib.core.errors import ArtifactError
+from lib.core.scorer import check_golden
 from preprocess_input_json import BodyReader
-from service import drain
-from service.access_log import AccessLog
-from service.auth import KEY_NAME, KeyCheck
-from service.docs_page import docs_blueprint
-from service.endpoint import ERRORS_MODES, METHOD, PATH, PredictEndpoint, mount
-from service.errors import error_answer, error_payload, method_not_allowed
-from service.keys import KeyFile, KeyFileError
-from service.metrics import Metrics
-from service.model_pages import model_blueprint
-from service.model_switch import EXTENSION, ModelSwitch
-from service.openapi import openapi_document
-from service.predictor import PHASES, Predictor
-from service.request_cycle import RECORDER_EXTENSION, REQUEST_ID_HEADER, Exchange, Recorder, request_id
-from service.settings import Settings, settings_or_exit
-from service.streaming import HEARTBEAT_EXTENSION, Heartbeat
+from service.http.auth import KEY_NAME, KeyCheck
+from service.http.docs_page import docs_blueprint
+from service.http.endpoint import ERRORS_MODES, METHOD, PATH, PredictEndpoint, mount
+from service.http.errors import error_answer, error_payload, method_not_allowed
+from service.http.model_pages import model_blueprint
+from service.http.openapi import openapi_document
+from service.http.request_steps import RECORDER_EXTENSION, REQUEST_ID_HEADER, Exchange, Recorder, request_id
+from service.http.streaming import HEARTBEAT_EXTENSION, Heartbeat
+from service.ops.access_log import AccessLog
+from service.ops.keys import KeyFile, KeyFileError
+from service.ops.metrics import Metrics
+from service.ops.settings import Settings, settings_or_exit
+from service.scoring.model_switch import EXTENSION, ModelSwitch
+from service.scoring.predictor import PHASES, Predictor
+from service.worker import drain
 
 log = logging.getLogger("predict")
 
@@ -110,11 +110,11 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False)
     # gunicorn.conf.py's post_worker_init starts the pointer watch in each worker.
     app.extensions[EXTENSION] = models
-    # service/buffered_worker.py records the requests it answers before they reach the app.
+    # service/worker/buffered_worker.py records the requests it answers before they reach the app.
     app.extensions[RECORDER_EXTENSION] = recorder
     # gunicorn.conf.py's post_worker_init connects it to each worker (a long stream's heartbeat).
     heartbeat = app.extensions[HEARTBEAT_EXTENSION] = Heartbeat()
-    # gunicorn.conf.py's when_ready adds the server's drain flag (service.drain.EXTENSION).
+    # gunicorn.conf.py's when_ready adds the server's drain flag (service.worker.drain.EXTENSION).
 
     @app.before_request
     def start_request() -> None:

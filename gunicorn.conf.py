@@ -1,4 +1,4 @@
-"""gunicorn settings for the prediction API; values come from service/settings.py (environment)."""
+"""gunicorn settings for the prediction API; values come from service/ops/settings.py (environment)."""
 
 import fcntl
 import os
@@ -7,7 +7,7 @@ import tempfile
 
 # Every worker writes its Prometheus samples here; /metrics adds them up. It must be set before
 # prometheus_client is first imported (it picks its value class then), so before the service's
-# modules below: service.streaming imports the metrics, and without the directory every worker
+# modules below: service.http.streaming imports the metrics, and without the directory every worker
 # would count in its own memory while /metrics read an empty directory.
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="predict-metrics-")
@@ -34,14 +34,15 @@ def _claim_metrics_dir(path: str) -> None:
 # Claimed before the app is loaded: the master's preloaded metrics write their files there.
 _claim_metrics_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
-from service import buffered_worker, drain, gunicorn_internals, one_write_response  # noqa: E402 - after the variable above
-from service.settings import settings_or_exit  # noqa: E402
+from service.ops.settings import settings_or_exit  # noqa: E402 - after the variable above
+from service.seams import gunicorn_internals  # noqa: E402
+from service.worker import buffered_worker, drain, one_write_response  # noqa: E402
 
 # Read once, here: a bad value stops the server before anything starts, every problem on stderr
 # with exit status 2. The worker class is built from this object and the app factory, loaded in
 # this process, gets the same one (Settings.from_env parses one environment once).
 _settings = settings_or_exit()
-# Header and body of an answer in one write (see service/one_write_response.py).
+# Header and body of an answer in one write (see service/worker/one_write_response.py).
 one_write_response.install()
 
 # numpy must not start BLAS threads: scoring is a small matrix-vector product and the
@@ -54,7 +55,7 @@ bind = _settings.bind_address
 # Synchronous workers, one per CPU: scoring is CPU-bound, so more workers than cores only queue.
 workers = _settings.web_concurrency
 # gunicorn's sync worker, but a request is received without blocking before it is served: a slow
-# or idle client holds no worker (service/buffered_worker.py, the CLIENT_* settings).
+# or idle client holds no worker (service/worker/buffered_worker.py, the CLIENT_* settings).
 worker_class = buffered_worker.configured(_settings)
 # Load the artifacts once in the master; workers inherit them by fork (copy-on-write).
 preload_app = True
@@ -98,11 +99,11 @@ def when_ready(server):
 
 def post_worker_init(worker):
     """Per worker, after the fork: a stream may outlast GUNICORN_TIMEOUT, so it reports to the
-    arbiter after each chunk (the app's heartbeat, service/streaming.py); and a thread follows the
-    model store's pointer (service/model_switch.py; made here since a forked process keeps only
+    arbiter after each chunk (the app's heartbeat, service/http/streaming.py); and a thread follows the
+    model store's pointer (service/scoring/model_switch.py; made here since a forked process keeps only
     the thread that forked)."""
-    from service.model_switch import EXTENSION  # here: prometheus_client must see the variable above
-    from service.streaming import HEARTBEAT_EXTENSION
+    from service.http.streaming import HEARTBEAT_EXTENSION
+    from service.scoring.model_switch import EXTENSION  # here: prometheus_client must see the variable above
 
     extensions = getattr(worker.wsgi, "extensions", {})
     heartbeat = extensions.get(HEARTBEAT_EXTENSION)

@@ -1,7 +1,7 @@
 """Request body → ``RawBatch`` of the columns the model consumes: the front of the readers.
 
 It decides which wire format a body is in, then hands it to that format's reader
-(``service/readers/``, one module per format, registered by media type). No Flask here: the web
+(``service/http/readers/``, one module per format, registered by media type). No Flask here: the web
 layer passes bytes and the Content-Type and gets a batch or a ``PayloadError`` /
 ``UnsupportedMediaError`` / ``LimitError``.
 
@@ -17,12 +17,12 @@ import json
 import re
 from collections.abc import Sequence
 
-from lib.batch import RawBatch
 from lib.codecs.limits import DecodeLimits
 from lib.codecs.media import ALIASES, CSV, JSON, JSON_COLUMNS, NDJSON
-from lib.errors import PayloadError, UnsupportedMediaError
-from lib.schema import COLUMNS, ID_KEY
-from service.readers import READERS, media_types
+from lib.core.errors import PayloadError, UnsupportedMediaError
+from lib.core.raw_batch import RawBatch
+from lib.core.schema import COLUMNS, ID_KEY
+from service.http.readers import READERS, media_types
 
 _JSON_START = (b"[", b"{")
 _HEADER_NAMES = frozenset(COLUMNS) | {ID_KEY, "y"}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 JSON_HEADERS = {"Content-Type": "application/json"}
-# The service's wire format as a client sees it; service/predictor.py is the server's side.
+# The service's wire format as a client sees it; service/scoring/predictor.py is the server's side.
 PREDICT_PATH = "/predict"
 PROBABILITY = "probability_positiveclass"
 SELECTED_FEATURES = "selected_features"

@@ -6,7 +6,7 @@ ones under the body limit (the decoded-size budget, MAX_DECODED_MB).
 Each body is sent to a fresh 1-worker server (gunicorn, the project's config, the active model),
 after one small warm-up request; the figure is the worker's peak resident set (VmHWM) after the
 body less before it, with the answer's status. Bodies: the honest 100,000 rows of all 100
-columns (lib/data/test.json repeated), plain and ZSTD; and the bombs of tests/arrow_bodies.py at
+columns (lib/data/test.json repeated), plain and ZSTD; and the bombs of tests/support/arrow_bodies.py at
 their worst under MAX_DECODED_MB.
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 import requests
 
 from bench.memory import status_mb, worker_pids
-from tests import arrow_bodies, forms
-from tests.live_server import PROJECT_DIR, LiveServer
+from tests.support import arrow_bodies, forms
+from tests.support.live_server import PROJECT_DIR, LiveServer
 
 ROWS = 100_000
 MB = 1024 * 1024

@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 import requests
 
 from bench.memory import status_mb, worker_pids
-from lib.schema import SCHEMA
-from lib.store import active_directory
-from tests.live_server import LiveServer
+from lib.core.schema import SCHEMA
+from lib.store.versions import active_directory
+from tests.support.live_server import LiveServer
 
 ROWS = 100_000
 PARQUET = "application/vnd.apache.parquet"

@@ -27,12 +27,12 @@ import orjson
 
 from bench.run import TEST_JSON, batch_job, model_dir
 from bench.stress import encode_rows, request_body
-from lib.artifacts import load_artifacts
 from lib.codecs.limits import DecodeLimits
 from lib.codecs.media import JSON
-from lib.schema import ID_KEY
+from lib.core.artifacts import load_artifacts
+from lib.core.schema import ID_KEY
 from preprocess_input_json import BodyReader
-from service.predictor import Predictor
+from service.scoring.predictor import Predictor
 
 #: Decoders outside requirements.txt, timed when importable.
 OPTIONAL = ("simdjson", "cysimdjson", "pydantic_core", "pyarrow.json")

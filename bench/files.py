@@ -1,4 +1,4 @@
-"""Scoring files and tables: the file command (``lib.score``) and the Spark job (``lib.spark``).
+"""Scoring files and tables: the file command (``lib.batch.command``) and the Spark job (``lib.spark.job``).
 
     .venv/bin/python -m bench.files                      # 100,000 and 1,000,000 rows; Spark on local[2]
     .venv/bin/python -m bench.files --spark-breakdown    # and where the Spark job's time goes
@@ -32,8 +32,8 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from lib.atomic_file import AtomicFile
-from tests.live_server import PROJECT_DIR
+from lib.core.atomic_file import AtomicFile
+from tests.support.live_server import PROJECT_DIR
 
 TEST_JSON = PROJECT_DIR / "lib" / "data" / "test.json"
 WORK_DIR = PROJECT_DIR / "bench" / "results" / "files"
@@ -123,7 +123,7 @@ def spark_breakdown(path: Path, work_dir: Path) -> list[dict]:
     import warnings
 
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
-    from lib.spark import ShippedModel, score_dataframe, spark_session
+    from lib.spark.job import ShippedModel, score_dataframe, spark_session
 
     spark = spark_session("local[2]", config={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"})
     spark.sparkContext.setLogLevel("ERROR")
@@ -165,15 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         inputs = make_inputs(rows, args.work_dir)
         for fmt, path in inputs.items():
             out = args.work_dir / f"scores-{rows}-{fmt}.parquet"
-            result = run_child([python, "-m", "lib.score", str(path), "-o", str(out), "--progress-every", "1e9"],
+            result = run_child([python, "-m", "lib.batch", str(path), "-o", str(out), "--progress-every", "1e9"],
                                out.with_suffix(".log"))
-            results.append({"tool": "lib.score", "format": fmt, **result})
+            results.append({"tool": "lib.batch", "format": fmt, **result})
             print(json.dumps(results[-1]), flush=True)
         if not args.no_spark:
             out = args.work_dir / f"spark-{rows}"
             result = run_child([python, "-m", "lib.spark", str(inputs["parquet"]), str(out), "--master", "local[2]",
                                 "--overwrite"], out.with_suffix(".log"))
-            results.append({"tool": "lib.spark local[2]", "format": "parquet", **result})
+            results.append({"tool": "lib.spark.job local[2]", "format": "parquet", **result})
             print(json.dumps(results[-1]), flush=True)
     breakdown = spark_breakdown(inputs["parquet"], args.work_dir) if args.spark_breakdown else []
     load = {"load_average_start": load_at_start, "load_average_end": os.getloadavg()[0], "cpus": os.cpu_count()}
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
           "| peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|")
     for r in results:
         per_cpu = f"{r['rows'] / r['loop_cpu_seconds']:,.0f}" if r["loop_cpu_seconds"] else "–"
-        rss = "–" if r["tool"].startswith("lib.spark") else f"{r['peak_rss_mb']:,.0f}"  # the driver's alone
+        rss = "–" if r["tool"].startswith("lib.spark.job") else f"{r['peak_rss_mb']:,.0f}"  # the driver's alone
         print(f"| {r['tool']} | {r['format']} | {r['rows']:,} | {r['rows_per_second']:,} | {per_cpu} "
               f"| {r['wall_seconds']:.1f} | {rss} |")
     for step in breakdown:

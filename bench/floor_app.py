@@ -14,9 +14,9 @@ import orjson
 from flask import Flask, Response, request
 
 from bench.client import PREDICT_PATH, PREDICTED_CLASS, PROBABILITY, SELECTED_FEATURES
-from lib.artifacts import read_manifest
-from lib.store import ModelStore
-from service.settings import Settings, settings_or_exit
+from lib.core.artifacts import read_manifest
+from lib.store.versions import ModelStore
+from service.ops.settings import Settings, settings_or_exit
 
 #: A probability with as many digits as a real one usually has, so answers weigh the same.
 PROBABILITY_VALUE = 0.12345678901234568

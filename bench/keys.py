@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from bench.stress import DEFAULT_DATA, SINGLE, Job, Runner, encode_rows, key_headers
-from service import keys
-from tests.live_server import LiveServer
+from service.ops import keys
+from tests.support.live_server import LiveServer
 
 KEYS_IN_FILE = 20
 

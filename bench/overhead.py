@@ -100,7 +100,7 @@ def in_process(body: bytes, calls: int, blocks: int, log_path: Path) -> dict[str
 def over_http(body: bytes, tool: str, seconds: float, rounds: int, connections: int,
               work_dir: Path) -> dict[str, list[float]]:
     """Requests/s of single-row load by ``tool`` on two live servers, observability on and off, per round."""
-    from tests.live_server import LiveServer
+    from tests.support.live_server import LiveServer
 
     servers = {
         "on": LiveServer(workers=2, log_path=work_dir / "on.log"),
@@ -126,7 +126,7 @@ def over_http(body: bytes, tool: str, seconds: float, rounds: int, connections: 
 def main(argv: list[str] | None = None) -> int:
     """Run both measurements and print the overhead of metrics and logs."""
     args = parse_args(argv)
-    from service.openapi import EXAMPLE_ROW
+    from service.http.openapi import EXAMPLE_ROW
 
     with tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
         tmp_dir = Path(tmp)

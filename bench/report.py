@@ -279,7 +279,7 @@ smallest stream).
   posted several times per app; median request time / rows.
 - Worker RSS: the largest `VmHWM` (peak resident set, shared pages included) of the workers of
   each gunicorn master, read from `/proc` after the 10,000-row and after the 100,000-row requests.
-- Reference path: `lib.reference.reference_probabilities` on `pandas.DataFrame(orjson.loads(body))`
+- Reference path: `lib.core.reference.reference_probabilities` on `pandas.DataFrame(orjson.loads(body))`
   against `Predictor.predict(body)` (decode, score, encode), both in the benchmark process, median
   of {results['in_process']['repeats']} runs; they agree to {results['in_process']['max_abs_diff']:.1e}.
 - Input forms (`bench/inputs.py`): the first 10,000 test rows as JSON rows, as JSON columns

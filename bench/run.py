@@ -35,9 +35,9 @@ from bench.memory import peak_worker_rss_mb
 from bench.stats import latency_summary, percentile
 from bench.stress import BATCH, Job, check_answer, request_body
 from lib.codecs.limits import DecodeLimits
-from lib.errors import ArtifactError
-from lib.store import DEFAULT_STORE, ModelStore
-from tests.live_server import PROJECT_DIR, LiveServer
+from lib.core.errors import ArtifactError
+from lib.store.versions import DEFAULT_STORE, ModelStore
+from tests.support.live_server import PROJECT_DIR, LiveServer
 
 TEST_JSON = PROJECT_DIR / "lib" / "data" / "test.json"
 RESULTS_DIR = PROJECT_DIR / "bench" / "results"
@@ -284,11 +284,11 @@ def in_process(rows: list[bytes], repeats: int) -> dict:
     """The served path (Predictor.predict) against the reference path on the same 10,000 rows."""
     import pandas as pd
 
-    from lib.artifacts import load_artifacts
-    from lib.reference import reference_probabilities
+    from lib.core.artifacts import load_artifacts
+    from lib.core.reference import reference_probabilities
     from preprocess_input_json import BodyReader
-    from service.answers import PROBABILITY
-    from service.predictor import Predictor
+    from service.scoring.answers import PROBABILITY
+    from service.scoring.predictor import Predictor
 
     body = request_body(batch_job(LARGE_ROWS, len(rows)), rows)
     stages = load_artifacts(model_dir())

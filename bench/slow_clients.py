@@ -1,4 +1,4 @@
-"""Slow clients: what the buffered worker (service/buffered_worker.py) costs and what it buys, on
+"""Slow clients: what the buffered worker (service/worker/buffered_worker.py) costs and what it buys, on
 the real server with 2 workers.
 
     .venv/bin/python -m bench.slow_clients              # 3 rounds of 10 s per worker class
@@ -21,8 +21,8 @@ from pathlib import Path
 from bench.load import default_tool, run_load
 from bench.memory import worker_pids
 from bench.run import model_dir
-from tests.live_server import LiveServer
-from tests.slow_clients import ROW_BODY, SLOW_BODY_HEAD, SlowClients, answers_while_slow
+from tests.support.live_server import LiveServer
+from tests.support.slow_clients import ROW_BODY, SLOW_BODY_HEAD, SlowClients, answers_while_slow
 
 WORKER_CLASSES = {"buffered": {}, "sync": {"GUNICORN_CMD_ARGS": "--worker-class=sync"}}
 

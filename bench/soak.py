@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     server = None
     if args.url is None:
-        from tests.live_server import LiveServer  # the same launcher the tests use
+        from tests.support.live_server import LiveServer  # the same launcher the tests use
 
         log = Path(tempfile.mkdtemp(prefix="soak-")) / "gunicorn.log"
         server = LiveServer(workers=args.workers, log_path=log).start()

@@ -57,7 +57,7 @@ start() {
     model=${model:-${MODEL_STORE:-lib/model_store}/active.json}
     [[ -f $model ]] ||
         die "no model artifacts: no $model; run ./run_api.sh once," \
-            "or: .venv/bin/python -m lib.synth && .venv/bin/python -m lib.train"
+            "or: .venv/bin/python -m lib.training.synth && .venv/bin/python -m lib.training.train"
     [[ ! -f $RUN_DIR/balancer.pid ]] || die "already started in $RUN_DIR ($0 stop first)"
     mkdir -p "$RUN_DIR/nginx-temp"
 

@@ -28,9 +28,9 @@ fi
 if [ ! -f "$built" ]; then
   if [ ! -f lib/data/train.csv ]; then
     echo "[setup] generating the stand-in dataset (lib/data/)"
-    .venv/bin/python -m lib.synth
+    .venv/bin/python -m lib.training.synth
   fi
   # Into a store, the first version trained becomes the active one.
   echo "[setup] training the model (${train[*]})"
-  .venv/bin/python -m lib.train "${train[@]}"
+  .venv/bin/python -m lib.training.train "${train[@]}"
 fi

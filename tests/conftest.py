@@ -23,16 +23,16 @@ import pytest
 import requests
 import statsmodels.api as sm
 
-from lib.artifacts import Stages, load_artifacts
-from lib.features import design_matrix, normalize_frame
-from lib.schema import CATEGORICAL_COLUMNS
-from lib.store import DEFAULT_STORE, ModelStore
-from lib.synth import TEST_FILE, TRAIN_FILE
-from tests.live_server import PROJECT_DIR, LiveServer
+from lib.core.artifacts import Stages, load_artifacts
+from lib.core.features import design_matrix, normalize_frame
+from lib.core.schema import CATEGORICAL_COLUMNS
+from lib.store.versions import DEFAULT_STORE, ModelStore
+from lib.training.synth import TEST_FILE, TRAIN_FILE
+from tests.support.live_server import PROJECT_DIR, LiveServer
 
 DATA_DIR = PROJECT_DIR / "lib" / "data"
 TEST_JSON = DATA_DIR / TEST_FILE
-#: The random seed of the fuzzed bodies (tests/test_fuzz_bodies.py): FUZZ_SEED, else drawn for this
+#: The random seed of the fuzzed bodies (tests/lib/codecs/test_fuzz_bodies.py): FUZZ_SEED, else drawn for this
 #: run; printed in the header (and by .ci/run) so that a failure can be replayed.
 FUZZ_SEED = int(os.environ.get("FUZZ_SEED") or random.SystemRandom().randrange(2**32))
 
@@ -47,9 +47,9 @@ def pytest_report_header() -> str:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The generated data, lib/data/ (drawn once by lib.synth if absent)."""
+    """The generated data, lib/data/ (drawn once by lib.training.synth if absent)."""
     if not all((DATA_DIR / name).exists() for name in (TRAIN_FILE, TEST_FILE)):
-        subprocess.run([sys.executable, "-m", "lib.synth"], cwd=PROJECT_DIR, check=True)
+        subprocess.run([sys.executable, "-m", "lib.training.synth"], cwd=PROJECT_DIR, check=True)
     return DATA_DIR
 
 
@@ -59,19 +59,19 @@ def model_dir(data_dir) -> Path:
     (trained on lib/data/ once if the store has none)."""
     store = ModelStore(DEFAULT_STORE)
     if store.read_pointer() is None:
-        subprocess.run([sys.executable, "-m", "lib.train"], cwd=PROJECT_DIR, check=True)
+        subprocess.run([sys.executable, "-m", "lib.training.train"], cwd=PROJECT_DIR, check=True)
     return store.active()[1]
 
 
 @pytest.fixture(scope="session")
 def other_model_dir(tmp_path_factory) -> Path:
-    """A second model, as ``python -m lib.train --out`` writes it: trained on 12,000 rows drawn
+    """A second model, as ``python -m lib.training.train --out`` writes it: trained on 12,000 rows drawn
     with another seed and with another threshold, so its probabilities and classes differ from
     the project's model."""
     work = tmp_path_factory.mktemp("other-model")
-    subprocess.run([sys.executable, "-m", "lib.synth", "--seed", "7", "--rows", "12000", "--test-rows", "10",
+    subprocess.run([sys.executable, "-m", "lib.training.synth", "--seed", "7", "--rows", "12000", "--test-rows", "10",
                     "--out", str(work / "data")], cwd=PROJECT_DIR, check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "lib.train", "--data", str(work / "data" / "train.csv"),
+    subprocess.run([sys.executable, "-m", "lib.training.train", "--data", str(work / "data" / "train.csv"),
                     "--out", str(work / "model"), "--threshold", "0.6"], cwd=PROJECT_DIR, check=True,
                    capture_output=True)
     return work / "model"
@@ -193,8 +193,8 @@ def start_server(model_dir, tmp_path):
         live.stop()
 
 
-# The 10,000 test rows as files, for the file command and the Spark job (tests/test_score.py,
-# tests/test_spark.py), and what the API answers for them.
+# The 10,000 test rows as files, for the file command and the Spark job (tests/lib/batch/test_score.py,
+# tests/lib/spark/test_spark.py), and what the API answers for them.
 
 TABLE_FORMATS = ("csv", "ndjson", "parquet")
 

@@ -1,7 +1,8 @@
 """The layers import one way: ``lib`` (the model) <- ``service`` (the web layer) <- the root's entry
 points (``flaskapp.py``, ``preprocess_input_json.py``, ``gunicorn.conf.py``); ``bench`` and
-``deploy`` sit on top. Checked on every module's syntax tree, with the checker itself shown to catch
-a forbidden import."""
+``deploy`` sit on top. Inside ``lib`` and ``service`` the subpackages are layers too (``LAYERS``).
+Checked on every module's syntax tree, with the checker itself shown to catch a forbidden import;
+and modules and functions stay short enough to read."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_server import PROJECT_DIR, without_service_settings
+from tests.support.live_server import PROJECT_DIR, without_service_settings
 
 ROOT_MODULES = {"flaskapp", "preprocess_input_json"}
 WEB_FRAMEWORKS = {"flask", "werkzeug", "gunicorn", "flask_swagger_ui"}
@@ -66,14 +67,14 @@ def test_lib_reads_no_environment():
     ("from werkzeug.exceptions import NotFound", {"werkzeug"}),
     ("def f():\n    from flaskapp import create_app\n", {"flaskapp"}),
     ("from . import sibling", set()),
-    ("import numpy as np, service.errors", {"numpy", "service"}),
+    ("import numpy as np, service.http.errors", {"numpy", "service"}),
 ])
 def test_the_checker_sees_every_form_of_import(source, found):
     assert imported_names(source) == found
 
 
 def test_the_checker_catches_a_forbidden_import():
-    sneaky = "from lib.schema import COLUMNS\n\ndef later():\n    from service.errors import error_payload\n"
+    sneaky = "from lib.core.schema import COLUMNS\n\ndef later():\n    from service.http.errors import error_payload\n"
     assert imported_names(sneaky) & FORBIDDEN["lib"] == {"service"}
     assert reads_environment("import os\nlevel = os.environ.get('LOG_LEVEL')\n")
 
@@ -92,13 +93,13 @@ def pinned_names(path) -> set[str]:
 
 
 def test_serving_loads_no_training_only_package(model_dir):
-    # The image holds only requirements.txt: the app and lib.models must run without the rest.
+    # The image holds only requirements.txt: the app and lib.store.cli must run without the rest.
     runtime = pinned_names(PROJECT_DIR / "requirements.txt")
     training_only = pinned_names(PROJECT_DIR / "requirements-train.txt") - runtime
     assert "matplotlib" in training_only
     code = ("import json, sys\n"
             "from importlib.metadata import packages_distributions\n"
-            "import flaskapp, lib.models\n"
+            "import flaskapp, lib.store.cli\n"
             "flaskapp.create_app({'model_dir': sys.argv[1], 'access_log': False})\n"
             "owners = packages_distributions()\n"
             "loaded = {d.lower() for m in list(sys.modules) for d in owners.get(m.split('.')[0], [])}\n"
@@ -108,3 +109,89 @@ def test_serving_loads_no_training_only_package(model_dir):
     assert done.returncode == 0, done.stderr[-2000:]
     loaded = set(json.loads(done.stdout.splitlines()[-1]))
     assert "numpy" in loaded and loaded & training_only == set()
+
+
+#: The subpackages of each package, lowest first. A module imports from its own subpackage and from
+#: those of a lower rank, never from a higher one nor from another subpackage of its own rank.
+LAYERS = {
+    "lib": [("core",), ("codecs",), ("store",), ("training", "batch"), ("spark",)],
+    "service": [("seams",), ("ops",), ("scoring",), ("http",), ("worker",)],
+}
+
+
+def layer_of(package: str, module: str) -> tuple[int, str] | None:
+    """The rank and name of the subpackage of ``package`` that dotted ``module`` lies in."""
+    parts = module.split(".")
+    if parts[0] != package or len(parts) < 2:
+        return None
+    for rank, names in enumerate(LAYERS[package]):
+        if parts[1] in names:
+            return rank, parts[1]
+    return None
+
+
+def imported_modules(source: str) -> set[str]:
+    """Every dotted module ``source`` imports (absolute imports), at any depth of the code."""
+    modules = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module)
+    return modules
+
+
+def layer_offences(package: str, path: Path, source: str) -> list[str]:
+    own = layer_of(package, ".".join(path.relative_to(PROJECT_DIR).with_suffix("").parts))
+    if own is None:
+        return []
+    offences = []
+    for module in sorted(imported_modules(source)):
+        target = layer_of(package, module)
+        if target is not None and target[1] != own[1] and target[0] >= own[0]:
+            offences.append(f"{module} ({target[1]}, from {own[1]})")
+    return offences
+
+
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_subpackages_import_only_downwards(package):
+    subpackages = {name for names in LAYERS[package] for name in names}
+    found = {path.name for path in (PROJECT_DIR / package).iterdir() if (path / "__init__.py").exists()}
+    assert found <= subpackages | {"codecs", "figures"}, f"{package}/ has a subpackage the layers do not place"
+    loose = sorted(p.name for p in (PROJECT_DIR / package).glob("*.py") if p.name != "__init__.py")
+    assert loose == [], f"{package}/ holds modules outside its subpackages: {loose}"
+    offences = {str(path.relative_to(PROJECT_DIR)): layer_offences(package, path, path.read_text())
+                for path in modules_of(package)}
+    assert {path: found for path, found in offences.items() if found} == {}
+
+
+def test_the_layer_checker_catches_an_upward_import():
+    scorer = PROJECT_DIR / "lib" / "core" / "scorer.py"
+    assert layer_offences("lib", scorer, "from lib.store.versions import ModelStore\n") \
+        == ["lib.store.versions (store, from core)"]
+    assert layer_offences("lib", scorer, "from lib.core.schema import COLUMNS\n") == []
+    train = PROJECT_DIR / "lib" / "training" / "train.py"
+    assert layer_offences("lib", train, "def later():\n    import lib.batch.command\n") \
+        == ["lib.batch.command (batch, from training)"]
+    endpoint = PROJECT_DIR / "service" / "http" / "endpoint.py"
+    assert layer_offences("service", endpoint, "from service.worker.drain import Drain\n") \
+        == ["service.worker.drain (worker, from http)"]
+
+
+#: Longest module and function, in lines; a longer module says why in its docstring ("kept whole").
+MODULE_LINES, FUNCTION_LINES = 300, 80
+
+
+def test_modules_and_functions_stay_short():
+    long_modules, long_functions = [], []
+    for package in ("lib", "service"):
+        for path in modules_of(package):
+            source = path.read_text()
+            tree = ast.parse(source)
+            name = str(path.relative_to(PROJECT_DIR))
+            if source.count("\n") > MODULE_LINES and "kept whole" not in (ast.get_docstring(tree) or ""):
+                long_modules.append(name)
+            long_functions += [f"{name}:{node.name}" for node in ast.walk(tree)
+                               if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                               and node.end_lineno - node.lineno + 1 > FUNCTION_LINES]
+    assert (long_modules, long_functions) == ([], [])

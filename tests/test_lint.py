@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from tests.live_server import PROJECT_DIR
+from tests.support.live_server import PROJECT_DIR
 
 
 def test_ruff_finds_nothing():

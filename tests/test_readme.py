@@ -10,7 +10,7 @@ every module it runs with ``.venv/bin/python -m`` must be importable.
 
 Skipped: the curl of the training section, whose file is a placeholder for the exercise's own
 test file (``@/path/to/exercise_26_test.csv``), which is not part of the repository;
-tests/test_real_data.py runs that command on a file of the same layout.
+tests/lib/training/test_real_data.py runs that command on a file of the same layout.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lib.schema import ID_KEY
-from lib.store import ModelStore
-from service.settings import MB, Settings
-from tests.live_server import PROJECT_DIR, wait_for
-from tests.metrics_text import metric_families
+from lib.core.schema import ID_KEY
+from lib.store.versions import ModelStore
+from service.ops.settings import MB, Settings
+from tests.support.live_server import PROJECT_DIR, wait_for
+from tests.support.metrics_text import metric_families
 
 README = (PROJECT_DIR / "README.md").read_text()
 #: The address the README's examples use.
@@ -316,10 +316,10 @@ def test_the_three_row_examples_score_the_one_row_example_as_row_r1_and_agree(ru
 
 
 def test_the_example_row_file_is_the_documented_row():
-    from lib.example_row import EXAMPLE_ROW, row_json
-    from service.openapi import EXAMPLE_ROW as SHOWN_ROW
+    from lib.core.example_row import EXAMPLE_ROW, row_json
+    from service.http.openapi import EXAMPLE_ROW as SHOWN_ROW
 
-    # Byte for byte: the file is lib.example_row's row serialised (python -m lib.example_row writes it).
+    # Byte for byte: the file is lib.core.example_row's row serialised (python -m lib.core.example_row writes it).
     assert (PROJECT_DIR / "docs" / "examples" / "row.json").read_text() == row_json()
     assert json.loads(row_json()) == EXAMPLE_ROW
     assert SHOWN_ROW is EXAMPLE_ROW
@@ -343,7 +343,7 @@ MODULES = sorted(set(re.findall(r"\.venv/bin/python -m ([A-Za-z_][\w.]*)", READM
 
 
 def test_the_readme_names_the_tools_to_run():
-    assert {"lib.train", "lib.synth", "bench.run", "bench.overhead", "bench.decoders"} <= set(MODULES)
+    assert {"lib.training.train", "lib.training.synth", "bench.run", "bench.overhead", "bench.decoders"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -372,8 +372,8 @@ def test_the_models_commands_train_check_switch_and_roll_back_as_written(model_d
     """README "Models" as written, on a store and data of the test's own: `--store` and the data
     directory are the only words changed."""
     commands = models_commands()
-    assert [c.split()[2] for c in commands] == ["lib.synth", "lib.train", "lib.models", "lib.models", "lib.models",
-                                                "lib.models", "lib.models"]
+    assert [c.split()[2] for c in commands] == ["lib.training.synth", "lib.training.train", "lib.store", "lib.store",
+                                                "lib.store", "lib.store", "lib.store"]
     store = ModelStore(tmp_path / "store")
     first, _ = store.add(model_dir)
     store.use(first)  # as ./run_api.sh leaves a fresh clone
@@ -381,14 +381,14 @@ def test_the_models_commands_train_check_switch_and_roll_back_as_written(model_d
     for command in commands:
         words = shlex.split(command.replace("lib/data/", f"{tmp_path}/data/"))
         words[0] = sys.executable
-        if words[2] == "lib.models":
+        if words[2] == "lib.store":
             words[3:3] = ["--store", str(store.root)]
-        elif words[2] == "lib.train":
+        elif words[2] == "lib.training.train":
             words += ["--store", str(store.root)]
         done = subprocess.run(words, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, f"{command}: {done.stderr[-2000:]}"
         outputs.append(done.stdout)
-        if words[2] == "lib.train":
+        if words[2] == "lib.training.train":
             (new,) = set(store.versions()) - {first}
             assert store.pointer().version == first, "training must not switch"
     listed, shown, verified, used, rolled_back = outputs[2:]

@@ -1,5 +1,5 @@
 """Apache Arrow IPC bodies (the stream format, and the file format by the stream it embeds),
-decoded once for every entry point: the API's reader (``service/readers/arrow_table.py``) and any
+decoded once for every entry point: the API's reader (``service/http/readers/arrow_table.py``) and any
 command that reads Arrow IPC.
 
 pyarrow's IPC reader trusts what a body says: a record batch whose lengths claim more values
@@ -19,7 +19,7 @@ buffer is decompressed to the size its prefix declares. So a body is decoded in 
 
 Delta and replacement dictionaries are read as the format defines them: a batch's indices mean
 the dictionary in force when the batch comes (pyarrow's stream reader keeps it per batch, and
-``lib.tables`` converts each batch's column through its own dictionary). A file (``ARROW1``) is read
+``lib.codecs.columnar`` converts each batch's column through its own dictionary). A file (``ARROW1``) is read
 as the stream it embeds, between its magic and its footer: its footer's claims are not used.
 """
 
@@ -32,10 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from lib.codecs.columnar import value_lengths
 from lib.codecs.limits import DecodeLimits
-from lib.errors import LimitError, PayloadError
-from lib.schema import ID_KEY
-from lib.tables import value_lengths
+from lib.core.errors import LimitError, PayloadError
+from lib.core.schema import ID_KEY
 
 ARROW_FILE_MAGIC = b"ARROW1"
 #: Record batches and dictionaries per body: each costs Python work whatever it holds (an empty
@@ -267,7 +267,7 @@ class ArrowDecoder:
         projected = pa.schema([schema.field(i) for i in included])
         table = pa.Table.from_batches(batches, schema=projected)
         if len(batches) > 1:
-            # lib.tables works chunk by chunk: many small batches would cost Python per batch and
+            # lib.codecs.columnar works chunk by chunk: many small batches would cost Python per batch and
             # column. One chunk per column, except dictionaries: each batch's indices mean its own.
             table = pa.Table.from_arrays([column if pa.types.is_dictionary(column.type) else column.combine_chunks()
                                           for column in table.columns], schema=projected)
@@ -371,7 +371,7 @@ def _validate(batch: pa.RecordBatch, number: int) -> None:
 def _expanded_size(name: str, column: pa.Array) -> int:
     """What converting a validated column adds beyond its buffers: views are cast to plain
     strings, and an id column's dictionary values are echoed once per row in the answer (a
-    consumed column is converted through its dictionary, lib.tables, and adds nothing)."""
+    consumed column is converted through its dictionary, lib.codecs.columnar, and adds nothing)."""
     data_type = column.type
     if pa.types.is_dictionary(data_type):
         return text_bytes(column) if name == ID_KEY else _view_bytes(column.dictionary)

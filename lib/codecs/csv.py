@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from lib.codecs.text import describe_invalid_csv_utf8, require_utf8
-from lib.errors import PayloadError
+from lib.core.errors import PayloadError
 
 _BOM = b"\xef\xbb\xbf"
 #: Bytes of a file parsed at a time by the file command (memory is bounded by a few blocks).

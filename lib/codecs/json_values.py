@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from lib.codecs.text import describe_invalid_utf8
-from lib.errors import PayloadError
+from lib.core.errors import PayloadError
 
 
 def decode_generic(body: bytes, one_line: bool = False) -> object:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lib.errors import LimitError, PayloadError
+from lib.core.errors import LimitError, PayloadError
 
 MB = 1024 * 1024
 

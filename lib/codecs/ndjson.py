@@ -8,7 +8,7 @@ float range come through the standard library as infinities for the normaliser t
 the first line that is not one JSON object (or not UTF-8, anywhere in it) ends the run, its
 number reported, the rows before it kept.
 
-Column names as for JSON rows (``lib.columns``): the keys of a run are collected only when a
+Column names as for JSON rows (``lib.core.columns``): the keys of a run are collected only when a
 wanted column is None in every line of it (then every line is decoded whole once more), and a
 key given twice is looked for in the first line of each run.
 """
@@ -23,8 +23,8 @@ import msgspec
 
 from lib.codecs.json_values import decode_generic, describe_syntax_error, json_type
 from lib.codecs.text import require_utf8
-from lib.columns import all_none_somewhere, check_first_row, key_pattern, row_keys
-from lib.errors import PayloadError
+from lib.core.columns import all_none_somewhere, check_first_row, key_pattern, row_keys
+from lib.core.errors import PayloadError
 
 _GENERIC = msgspec.json.Decoder()
 

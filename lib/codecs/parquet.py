@@ -21,7 +21,7 @@ rows decoded must equal its claim: a footer that lies is a ``PayloadError`` (400
 says and what the data holds. Only the consumed columns and ``id`` (and the file command's kept
 columns) are read or decompressed. Text columns the scorer reads come dictionary-encoded, as
 Parquet stores them, so that a value repeated a million times is decoded once; what such a column
-expands to when a numeric kind's text is parsed cell by cell (``lib.tables``) is charged to the
+expands to when a numeric kind's text is parsed cell by cell (``lib.codecs.columnar``) is charged to the
 budget, ``TEXT_COPIES`` times, before it happens.
 """
 
@@ -38,13 +38,13 @@ import pyarrow.parquet as pq
 
 from lib.codecs.limits import DecodeLimits
 from lib.codecs.thrift import StructReader, ThriftError
-from lib.errors import PayloadError
-from lib.schema import ID_KEY, LEVELS, kind_of
+from lib.core.errors import PayloadError
+from lib.core.schema import ID_KEY, LEVELS, kind_of
 
 #: Width charged per decoded row of a column read (a double, an offset, a dictionary index).
 ROW_WIDTH = 8
 #: Bytes of worker memory per byte of a numeric kind's text (or ids) expanded from a dictionary:
-#: lib.tables expands it per row, trims and cleans it, and, for cells that do not parse cleanly,
+#: lib.codecs.columnar expands it per row, trims and cleans it, and, for cells that do not parse cleanly,
 #: makes a Python string of each, which the normaliser then refuses cell by cell (measured: 6.4 MB
 #: per MB for a 600-byte amount repeated 100,000 times; docs/PERFORMANCE.md), with a margin.
 TEXT_COPIES = 16
@@ -336,7 +336,7 @@ class ParquetDecoder:
 
     def _expansion(self, batch: pa.RecordBatch, index: int) -> int:
         """The bytes the batch's dictionary-encoded text of a numeric kind (and ids) expands to when
-        lib.tables takes it value by value, ``TEXT_COPIES`` times (the batch is validated)."""
+        lib.codecs.columnar takes it value by value, ``TEXT_COPIES`` times (the batch is validated)."""
         extra = 0
         for name, column in zip(batch.schema.names, batch.columns, strict=True):
             if not pa.types.is_dictionary(column.type):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from lib.errors import PayloadError
+from lib.core.errors import PayloadError
 
 NEWLINE, COMMA = b"\n", b","
 #: The last JSON key before a position: ``"name":`` (names of at most 64 plain characters).
