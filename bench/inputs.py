@@ -1,4 +1,4 @@
-"""Issue 14's measurements, run by ``bench.run``: the 10,000 test rows in each input form, end to
+"""The input-form measurements of ``bench.run``: the 10,000 test rows in each input form, end to
 end over HTTP, against the floor app's JSON rows; and NDJSON streams of up to 1,000,000 rows.
 
 Every answer is checked as the other measurements check theirs: one result per row, and the same
