@@ -2,7 +2,7 @@
 
 The model to serve (the model store's active version, or MODEL_DIR) is verified and loaded once,
 in the factory, before the first request; ``service.scoring.model_switch`` then follows the store's
-pointer in each worker. The request body reader (``preprocess_input_json``) is built here and
+pointer in each worker. The request body reader (``service.http.readers.body_formats``) is built here and
 handed to every predictor. ``POST /predict``, the hot path, is answered by
 ``service.http.endpoint.PredictEndpoint``, mounted in front of Flask's routing; Flask answers the
 other routes. What both share is in ``service/``.
@@ -21,13 +21,13 @@ from werkzeug.exceptions import MethodNotAllowed
 from lib.core.artifacts import Stages, read_manifest, verify_files
 from lib.core.errors import ArtifactError
 from lib.core.scorer import check_golden
-from preprocess_input_json import BodyReader
 from service.http.auth import KEY_NAME, KeyCheck
 from service.http.docs_page import docs_blueprint
 from service.http.endpoint import ERRORS_MODES, METHOD, PATH, PredictEndpoint, mount
 from service.http.errors import error_answer, error_payload, method_not_allowed
 from service.http.model_pages import model_blueprint
 from service.http.openapi import openapi_document
+from service.http.readers.body_formats import BodyReader
 from service.http.request_steps import RECORDER_EXTENSION, REQUEST_ID_HEADER, Exchange, Recorder, request_id
 from service.http.streaming import HEARTBEAT_EXTENSION, Heartbeat
 from service.ops.access_log import AccessLog

@@ -1,7 +1,7 @@
 """Request body → ``RawBatch`` of the columns the model consumes: the front of the readers.
 
-It decides which wire format a body is in, then hands it to that format's reader
-(``service/http/readers/``, one module per format, registered by media type). No Flask here: the web
+It decides which wire format a body is in, then hands it to that format's reader (the other
+modules of ``service/http/readers/``, one per format, registered by media type). No Flask here: the web
 layer passes bytes and the Content-Type and gets a batch or a ``PayloadError`` /
 ``UnsupportedMediaError`` / ``LimitError``.
 
