@@ -2,7 +2,7 @@
 
 The model to serve (the model store's active version, or MODEL_DIR) is verified and loaded once,
 in the factory, before the first request; ``service.scoring.model_switch`` then follows the store's
-pointer in each worker. The request body reader (``preprocess_input_json``) is built here and
+pointer in each worker. The request body reader (``service.http.readers.body_formats``) is built here and
 handed to every predictor. ``POST /predict``, the hot path, is answered by
 ``service.http.endpoint.PredictEndpoint``, mounted in front of Flask's routing; Flask answers the
 other routes. What both share is in ``service/``.
@@ -21,13 +21,13 @@ from werkzeug.exceptions import MethodNotAllowed
 from lib.core.artifacts import Stages, read_manifest, verify_files
 from lib.core.errors import ArtifactError
 from lib.core.scorer import check_golden
-from preprocess_input_json import BodyReader
 from service.http.auth import KEY_NAME, KeyCheck
 from service.http.docs_page import docs_blueprint
 from service.http.endpoint import ERRORS_MODES, METHOD, PATH, PredictEndpoint, mount
 from service.http.errors import error_answer, error_payload, method_not_allowed
 from service.http.model_pages import model_blueprint
 from service.http.openapi import openapi_document
+from service.http.readers.body_formats import BodyReader
 from service.http.request_steps import RECORDER_EXTENSION, REQUEST_ID_HEADER, Exchange, Recorder, request_id
 from service.http.streaming import HEARTBEAT_EXTENSION, Heartbeat
 from service.ops.access_log import AccessLog
@@ -87,6 +87,28 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     settings = settings_or_exit(settings, test_config)
     _configure_logging(settings.log_level)
     metrics = Metrics(PHASES, enabled=settings.metrics_enabled)
+    models = _open_models(settings, metrics)
+    recorder = Recorder(metrics, AccessLog() if settings.access_log else None)
+
+    app = Flask(__name__)
+    # DEBUG stays off whatever FLASK_DEBUG says: Flask would read it from the environment.
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False)
+    # gunicorn.conf.py's post_worker_init starts the pointer watch in each worker.
+    app.extensions[EXTENSION] = models
+    # service/worker/buffered_worker.py records the requests it answers before they reach the app.
+    app.extensions[RECORDER_EXTENSION] = recorder
+    # gunicorn.conf.py's post_worker_init connects it to each worker (a long stream's heartbeat).
+    heartbeat = app.extensions[HEARTBEAT_EXTENSION] = Heartbeat()
+    # gunicorn.conf.py's when_ready adds the server's drain flag (service.worker.drain.EXTENSION).
+    _record_requests(app, models, recorder)
+    _mount_predict(app, settings, models, metrics, recorder, heartbeat)
+    _add_routes(app, settings, models, metrics)
+    _add_error_handlers(app, settings)
+    return app
+
+
+def _open_models(settings: Settings, metrics: Metrics) -> ModelSwitch:
+    """Load and verify the model to serve; each version's predictor reads bodies within the limits."""
 
     def build_predictor(stages: Stages) -> Predictor:
         limits = settings.decode_limits
@@ -100,21 +122,12 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     except ArtifactError as exc:
         log.error("cannot start: %s (%s)", exc, source)
         raise SystemExit(f"cannot start: {exc} ({source})") from None
-    access_log = AccessLog() if settings.access_log else None
     log.info("model %s loaded from the %s", models.current.version, source)
+    return models
 
-    recorder = Recorder(metrics, access_log)
 
-    app = Flask(__name__)
-    # DEBUG stays off whatever FLASK_DEBUG says: Flask would read it from the environment.
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False)
-    # gunicorn.conf.py's post_worker_init starts the pointer watch in each worker.
-    app.extensions[EXTENSION] = models
-    # service/worker/buffered_worker.py records the requests it answers before they reach the app.
-    app.extensions[RECORDER_EXTENSION] = recorder
-    # gunicorn.conf.py's post_worker_init connects it to each worker (a long stream's heartbeat).
-    heartbeat = app.extensions[HEARTBEAT_EXTENSION] = Heartbeat()
-    # gunicorn.conf.py's when_ready adds the server's drain flag (service.worker.drain.EXTENSION).
+def _record_requests(app: Flask, models: ModelSwitch, recorder: Recorder) -> None:
+    """Give each request Flask answers an id, a start time and its model; record it when it ends."""
 
     @app.before_request
     def start_request() -> None:
@@ -135,12 +148,20 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         response.headers.extend(recorder.finish(exchange, model_version=state.get("model", models.current).version))
         return response
 
+
+def _mount_predict(app: Flask, settings: Settings, models: ModelSwitch, metrics: Metrics, recorder: Recorder,
+                   heartbeat: Heartbeat) -> None:
+    """Answer ``POST /predict`` in front of Flask's routing, behind the key check when keys are on."""
     # POST /predict never reaches Flask: ``mount`` sends it to the endpoint. The rule is here
     # so that Flask's routing answers the other methods on /predict (405, OPTIONS).
     app.add_url_rule(PATH, endpoint="predict", methods=[METHOD])
     app.wsgi_app = mount(app.wsgi_app, PredictEndpoint(models, settings, metrics, recorder, heartbeat))
     if settings.api_keys_file is not None:
         app.wsgi_app = KeyCheck(app.wsgi_app, _key_file(settings, metrics), settings.key_paths, metrics, recorder)
+
+
+def _add_routes(app: Flask, settings: Settings, models: ModelSwitch, metrics: Metrics) -> None:
+    """The routes Flask answers: health, readiness, the model pages, the docs, the metrics."""
 
     @app.get("/health")
     def health() -> Response:
@@ -175,6 +196,10 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
     def metrics_endpoint() -> Response:
         return Response(metrics.render(), mimetype=metrics.content_type.split(";")[0])
 
+
+def _add_error_handlers(app: Flask, settings: Settings) -> None:
+    """A wrong method answers 405 with its ``Allow``; any other error its status, an unexpected one 500."""
+
     @app.errorhandler(MethodNotAllowed)
     def wrong_method(exc: MethodNotAllowed) -> Response:
         payload, allow = method_not_allowed(request.method, request.path, exc.valid_methods or ())
@@ -187,5 +212,3 @@ def create_app(test_config: dict | None = None, settings: Settings | None = None
         # Routing's 404 and, for anything else, a bare 500 (logged with the request id).
         status, payload = error_answer(exc, settings.max_body_mb, settings.max_listed_errors, g.get("request_id"))
         return json_response(payload, status)
-
-    return app

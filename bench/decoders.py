@@ -31,7 +31,7 @@ from lib.codecs.limits import DecodeLimits
 from lib.codecs.media import JSON
 from lib.core.artifacts import load_artifacts
 from lib.core.schema import ID_KEY
-from preprocess_input_json import BodyReader
+from service.http.readers.body_formats import BodyReader
 from service.scoring.predictor import Predictor
 
 #: Decoders outside requirements.txt, timed when importable.

@@ -126,7 +126,7 @@ def over_http(body: bytes, tool: str, seconds: float, rounds: int, connections: 
 def main(argv: list[str] | None = None) -> int:
     """Run both measurements and print the overhead of metrics and logs."""
     args = parse_args(argv)
-    from service.http.openapi import EXAMPLE_ROW
+    from lib.core.example_row import EXAMPLE_ROW
 
     with tempfile.TemporaryDirectory(prefix="overhead-") as tmp:
         tmp_dir = Path(tmp)

@@ -286,7 +286,7 @@ def in_process(rows: list[bytes], repeats: int) -> dict:
 
     from lib.core.artifacts import load_artifacts
     from lib.core.reference import reference_probabilities
-    from preprocess_input_json import BodyReader
+    from service.http.readers.body_formats import BodyReader
     from service.scoring.answers import PROBABILITY
     from service.scoring.predictor import Predictor
 

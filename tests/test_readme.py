@@ -317,7 +317,7 @@ def test_the_three_row_examples_score_the_one_row_example_as_row_r1_and_agree(ru
 
 def test_the_example_row_file_is_the_documented_row():
     from lib.core.example_row import EXAMPLE_ROW, row_json
-    from service.http.openapi import EXAMPLE_ROW as SHOWN_ROW
+    from service.http.openapi_predict import EXAMPLE_ROW as SHOWN_ROW
 
     # Byte for byte: the file is lib.core.example_row's row serialised (python -m lib.core.example_row writes it).
     assert (PROJECT_DIR / "docs" / "examples" / "row.json").read_text() == row_json()

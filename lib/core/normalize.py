@@ -5,6 +5,9 @@ define the rules and produce the error messages. Column functions (``normalize_c
 apply them to a whole column at once; they take a fast vectorised route when the column is
 already clean (the common case) and fall back to the scalar parsers cell by cell only to
 convert the rest and to name what is wrong.
+
+It is kept whole: each kind's fast route must accept exactly what its scalar grammar accepts, and the
+two are checked against each other best when read side by side.
 """
 
 from __future__ import annotations

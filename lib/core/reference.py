@@ -12,12 +12,20 @@ from lib.core.artifacts import Stages
 from lib.core.features import design_matrix, normalize_frame
 
 
-def reference_probabilities(stages: Stages, raw: pd.DataFrame) -> np.ndarray:
-    """Positive-class probabilities for every row of the raw table ``raw``."""
+def model_inputs(stages: Stages, raw: pd.DataFrame) -> pd.DataFrame:
+    """The frame the statsmodels model predicts on for the raw table ``raw``: every row normalised,
+    imputed, scaled and one-hot encoded, then the model's variables in the fitted order.
+
+    Raises InputError listing every invalid cell (row position and column)."""
     frame = normalize_frame(raw)
     features = design_matrix(frame, stages.imputer, stages.scaler, stages.levels)
     # statsmodels predict is positional: select the variables in the fitted order by name.
-    return np.asarray(stages.model.predict(features[stages.variables]), dtype=np.float64)
+    return features[stages.variables]
+
+
+def reference_probabilities(stages: Stages, raw: pd.DataFrame) -> np.ndarray:
+    """Positive-class probabilities for every row of the raw table ``raw``."""
+    return np.asarray(stages.model.predict(model_inputs(stages, raw)), dtype=np.float64)
 
 
 def reference_classes(stages: Stages, probabilities: np.ndarray) -> np.ndarray:

@@ -192,16 +192,8 @@ def train(args: argparse.Namespace) -> dict:
     auc = {k: float(roc_auc_score(splits[k][1], fitted.predict(design[k][variables]))) for k in splits}
     log("AUC " + ", ".join(f"{k} {v:.4f}" for k, v in auc.items()))
 
-    all_design = design_matrix(frame, imputer, scaler, levels)[variables]
-    final = fit_logit(all_design, y)
-    final_probabilities = np.asarray(final.predict(all_design))
-    threshold, threshold_rule = choose_threshold(args, final_probabilities)
-    log(f"refit on all {len(frame)} rows; threshold {threshold:.6f} ({threshold_rule})")
-    coefficients = [
-        {"name": v, "coefficient": float(final.params[v]), "std_error": float(final.bse[v])}
-        for v in variables
-    ]
-    final.remove_data()
+    final, coefficients, threshold, threshold_rule = refit_on_all_rows(args, frame, y, imputer, scaler, levels,
+                                                                         variables)
     consumed = [c for c in COLUMNS if c in {source_column(v) for v in variables}]
 
     manifest = {
@@ -234,6 +226,32 @@ def train(args: argparse.Namespace) -> dict:
 
     predictions = {k: (splits[k][1], fitted.predict(design[k][variables])) for k in splits}
 
+    save_model(args, imputer, scaler, final, manifest, predictions, started)
+    return manifest
+
+
+def refit_on_all_rows(args: argparse.Namespace, frame: pd.DataFrame, y: pd.Series, imputer: SimpleImputer,
+                      scaler: StandardScaler, levels: dict, variables: list[str]) -> tuple:
+    """Refit the selected variables on every row: the served model, its coefficients and its threshold.
+
+    Returns ``(model, coefficients, threshold, threshold_rule)``; the model keeps no training data."""
+    all_design = design_matrix(frame, imputer, scaler, levels)[variables]
+    final = fit_logit(all_design, y)
+    final_probabilities = np.asarray(final.predict(all_design))
+    threshold, threshold_rule = choose_threshold(args, final_probabilities)
+    log(f"refit on all {len(frame)} rows; threshold {threshold:.6f} ({threshold_rule})")
+    coefficients = [
+        {"name": v, "coefficient": float(final.params[v]), "std_error": float(final.bse[v])}
+        for v in variables
+    ]
+    final.remove_data()
+    return final, coefficients, threshold, threshold_rule
+
+
+def save_model(args: argparse.Namespace, imputer: SimpleImputer, scaler: StandardScaler, final, manifest: dict,
+               predictions: dict, started: float) -> None:
+    """Write the artifacts and the report to ``args.out``, or as a new version of the store ``args.store``."""
+
     def write(out_dir: Path) -> str:
         saved = save_artifacts(out_dir, imputer, scaler, final, manifest)
         # Prove the saved files load and verify before calling the run a success.
@@ -248,7 +266,6 @@ def train(args: argparse.Namespace) -> dict:
     else:
         store_version(ModelStore(args.store), write)
         log(f"done in {time.perf_counter() - started:.1f} s")
-    return manifest
 
 
 def store_version(store: ModelStore, write) -> None:

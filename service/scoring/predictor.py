@@ -2,7 +2,7 @@
 
 The endpoint only reads the request and calls ``Predictor.predict`` (a whole body) or
 ``Predictor.predict_batch`` (each chunk of a stream). Bodies are read by the reader the app
-factory hands in (``preprocess_input_json.BodyReader``), so this package never imports back up
+factory hands in (``service.http.readers.body_formats.BodyReader``), so this package never imports back up
 to the root; answers are encoded by ``service.scoring.answers``.
 """
 

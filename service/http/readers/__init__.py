@@ -3,7 +3,7 @@
 Every reader is built once per process with the columns the model consumes and the row limit,
 and turns a body into the same ``RawBatch`` (``read(body)``); a streamed format (``streamed =
 True``) is read in chunks while the body arrives instead (``read_chunk``). A new format is one
-module and one line in ``READERS``; ``preprocess_input_json.py`` picks the reader for each request.
+module and one line in ``READERS``; ``body_formats`` picks the reader for each request.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lib.core.example_row import EXAMPLE_ROW
 from lib.core.reference import reference_classes, reference_probabilities
 from lib.core.schema import COLUMNS
-from service.http.openapi import EXAMPLE_ROW
 from service.scoring.answers import PREDICTED_CLASS as CLASS
 from service.scoring.answers import PROBABILITY
 from service.scoring.answers import SELECTED_FEATURES as FEATURES

@@ -23,8 +23,9 @@ import requests
 import yaml
 from openapi_spec_validator import validate
 
+from lib.core.example_row import EXAMPLE_ROW
 from lib.core.schema import CATEGORICAL_COLUMNS
-from service.http.openapi import EXAMPLE_ROW, RowSchema
+from service.http.row_schema import RowSchema
 from service.ops import access_log
 from service.ops.metrics import FLUSH_SECONDS
 from service.scoring.predictor import PHASES

@@ -19,7 +19,7 @@ import requests
 
 from lib.batch import command as score
 from lib.core.columns import FAR_SCALES, FarBounds, near_misses
-from preprocess_input_json import BodyReader
+from service.http.readers.body_formats import BodyReader
 from service.ops.settings import Settings
 from service.scoring.column_report import FAR_HEADER, MISSING_HEADER, SUGGESTIONS_HEADER
 from service.scoring.predictor import Predictor
