@@ -41,7 +41,7 @@ from lib.batch.exit_codes import (
 from lib.batch.progress import Progress, Summary
 from lib.batch.readers import CSV, EXTENSIONS, NDJSON, PARQUET, FileReader, format_of, open_reader
 from lib.batch.writers import ErrorsWriter, OutputError, OutputWriter, open_writer
-from lib.codecs.columnar import ERROR, PREDICTED_CLASS, PROBABILITY, result_table
+from lib.codecs.answer_table import ERROR, PREDICTED_CLASS, PROBABILITY, result_table
 from lib.core.columns import ColumnReport, FarBounds, name_report
 from lib.core.errors import ArtifactError, CellError, PayloadError
 from lib.core.schema import ID_KEY

@@ -2,7 +2,7 @@
 
 Each writer writes to a temporary file in the output's directory (``lib.core.atomic_file``) and renames
 it over the output only when the run succeeds (``commit``); ``discard`` removes it. A chunk arrives
-as the scores table of ``lib.codecs.columnar.result_table`` (``probability_positiveclass``,
+as the scores table of ``lib.codecs.answer_table.result_table`` (``probability_positiveclass``,
 ``predicted_class``, ``error``) and the input columns to copy; the output's columns are the scores,
 then the copied columns, then ``error``: the columns of the API's table answers, with ``id`` or the
 columns asked for.
@@ -21,7 +21,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from lib.batch.readers import CSV, NDJSON, PARQUET
-from lib.codecs.columnar import ERROR, PROBABILITY
+from lib.codecs.answer_table import ERROR, PROBABILITY
 from lib.core.atomic_file import AtomicFile
 from lib.core.errors import CellError
 from lib.core.schema import ID_KEY

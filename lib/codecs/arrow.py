@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from lib.codecs.columnar import value_lengths
 from lib.codecs.limits import DecodeLimits
+from lib.codecs.text_cells import value_lengths
 from lib.core.errors import LimitError, PayloadError
 from lib.core.schema import ID_KEY
 

@@ -1,4 +1,5 @@
-"""Arrow tables and the scorer: a table's consumed columns as a ``RawBatch``, and scores as a table.
+"""Arrow tables to the scorer: a table's consumed columns as a ``RawBatch`` (scores go back as a
+table in ``lib.codecs.answer_table``; text cells are checked in ``lib.codecs.text_cells``).
 
 One conversion for every columnar source: the API's Arrow and Parquet bodies, the file command
 (``lib.batch.command``) and the Spark job (``lib.spark.job``). Cells follow the rules of JSON rows:
@@ -22,30 +23,20 @@ One conversion for every columnar source: the API's Arrow and Parquet bodies, th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lib.core.errors import CellError, PayloadError
-from lib.core.normalize import AMOUNT_PATTERN, PERCENT_PATTERN, EncodedColumn, normalize_numeric
+from lib.codecs.text_cells import LongText, check_utf8, chunks_of, clean_floats, short_text
+from lib.core.errors import PayloadError
+from lib.core.normalize import EncodedColumn, normalize_numeric
 from lib.core.raw_batch import RawBatch, make_batch
-from lib.core.schema import CURRENCY, ID_KEY, LEVELS, NUMERIC, PERCENT, kind_of
-
-PROBABILITY = "probability_positiveclass"
-PREDICTED_CLASS = "predicted_class"
-ROW_ID = "id"
-#: The nullable column of a table answer that says why a row was not scored.
-ERROR = "error"
-REASONS = "reasons"
+from lib.core.schema import ID_KEY, LEVELS, kind_of
 
 _CellProblems = list[tuple[int, str, str]]
 # Integer ids an answer holds: JSON numbers up to 64 bits, as lib.core.raw_batch checks them.
 _ID_MIN, _ID_MAX = -(2**63), 2**64 - 1
-#: Bytes of text past which a cell of a consumed column is refused without being read: no number,
-#: amount, percentage or category is spelt in more (JSON's longest honest forms are under 50).
-MAX_CELL_TEXT = 256
 #: Distinct values past which a categorical column goes to the normaliser cell by cell (its
 #: encoded route looks each invalid distinct value up among all rows: quadratic in both).
 _MAX_ENCODED_VALUES = 1000
@@ -66,10 +57,6 @@ def _is_number(data_type: pa.DataType) -> bool:
 def _is_usable(data_type: pa.DataType) -> bool:
     """Text, numbers and decimals: what a cell may hold (other types are refused cell by cell)."""
     return _is_text(data_type) or _is_number(data_type) or pa.types.is_decimal(data_type)
-
-
-def _chunks(array: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
-    return array.chunks if isinstance(array, pa.ChunkedArray) else [array]
 
 
 def _values_type(data_type: pa.DataType) -> pa.DataType:
@@ -110,8 +97,8 @@ def _plain_numbers(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[Sequen
         return pc.cast(array, pa.float64(), safe=False).to_numpy(zero_copy_only=False), []
     if pa.types.is_decimal(data_type):
         return _exact_floats(array).to_numpy(zero_copy_only=False), []
-    text, long_cells = _short_text(array, name)
-    numbers = _clean_floats(text, kind_of(name))
+    text, long_cells = short_text(array, name)
+    numbers = clean_floats(text, kind_of(name))
     values = text.to_pylist() if numbers is None else numbers
     if not long_cells:
         return values, []
@@ -134,160 +121,6 @@ def _exact_floats(array: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Arr
     return pc.cast(pc.cast(array, pa.string()), pa.float64())
 
 
-@dataclass(frozen=True)
-class LongText:
-    """A text cell over MAX_CELL_TEXT bytes, handed on in place of its text: the normaliser refuses
-    it as it refuses any value that is not text or a number, and its message shows the length."""
-
-    size: int
-
-    def __repr__(self) -> str:
-        return f"<text of {self.size:,} bytes>"
-
-
-def _short_text(array: pa.ChunkedArray | pa.Array, name: str
-                ) -> tuple[pa.ChunkedArray | pa.Array, dict[int, LongText]]:
-    """A text column checked to be UTF-8, as UTF-8 strings (views cast to large strings), without
-    its cells over MAX_CELL_TEXT bytes, which are never copied or read (a cast or a kernel over
-    the whole column would copy every byte of them). Returns the shorter text and ``{row:
-    LongText}`` for the cells left out (the text holds the other rows, in order)."""
-    _check_utf8(array, name)
-    lengths = np.concatenate([value_lengths(chunk) for chunk in _chunks(array)] or [np.empty(0, np.int64)])
-    too_long = lengths > MAX_CELL_TEXT
-    if too_long.any():  # a null slot may span bytes too: only the present cells count
-        too_long &= pc.is_valid(array).to_numpy(zero_copy_only=False)
-    if pa.types.is_string_view(array.type):
-        array = _cast_views(array, too_long)
-    if not too_long.any():
-        return array, {}
-    rows = np.flatnonzero(too_long)
-    shared: dict[int, LongText] = {}  # one per length, shared by its rows
-    long_cells = {row: shared.setdefault(size, LongText(size))
-                  for row, size in zip(rows.tolist(), lengths[rows].tolist(), strict=True)}
-    return array.filter(pa.array(~too_long)), long_cells
-
-
-def _cast_views(array: pa.ChunkedArray | pa.Array, too_long: np.ndarray) -> pa.ChunkedArray | pa.Array:
-    """A string_view column as large strings, its ``too_long`` cells null: views cannot be
-    filtered, so those are nulled in place (the views and their text untouched, only the
-    validity bitmap is new) and the cast copies the other cells only."""
-    chunks, start = [], 0
-    for chunk in _chunks(array):
-        dropped = too_long[start:start + len(chunk)]
-        start += len(chunk)
-        if dropped.any():
-            kept = pc.is_valid(chunk).to_numpy(zero_copy_only=False) & ~dropped
-            validity = pa.py_buffer(np.packbits(kept, bitorder="little"))
-            views = chunk.buffers()[1].slice(chunk.offset * 16, len(chunk) * 16)  # a view is 16 bytes
-            chunk = pa.Array.from_buffers(chunk.type, len(chunk), [validity, views, *chunk.buffers()[2:]])
-        chunks.append(pc.cast(chunk, pa.large_string()))
-    return pa.chunked_array(chunks, pa.large_string()) if isinstance(array, pa.ChunkedArray) else chunks[0]
-
-
-def value_lengths(array: pa.Array) -> np.ndarray:
-    """Each cell's length in bytes for a column of text (plain, large or view; whatever a null
-    slot holds), read from its offsets or views without touching the text; zeros for other types."""
-    t = pa.types
-    span = slice(array.offset, array.offset + len(array))
-    if not len(array):
-        return np.zeros(0, dtype=np.int64)
-    if t.is_string_view(array.type) or t.is_binary_view(array.type):
-        views = np.frombuffer(array.buffers()[1], dtype=np.int32).reshape(-1, 4)
-        return views[span, 0].astype(np.int64)
-    narrow = t.is_string(array.type) or t.is_binary(array.type)
-    if narrow or t.is_large_string(array.type) or t.is_large_binary(array.type):
-        width = np.int32 if narrow else np.int64
-        offsets = np.frombuffer(array.buffers()[1], dtype=width)[array.offset:array.offset + len(array) + 1]
-        return np.diff(offsets).astype(np.int64, copy=False)
-    return np.zeros(len(array), dtype=np.int64)
-
-
-def _check_utf8(array: pa.ChunkedArray | pa.Array, name: str) -> None:
-    """Refuse text that is not UTF-8 (PayloadError naming the column): pyarrow converts and
-    compares it as if it were, and a Python string cannot hold it."""
-    for chunk in _chunks(array):
-        try:
-            chunk.validate(full=True)
-        except (pa.ArrowInvalid, pa.ArrowIndexError) as exc:
-            reason = str(exc).strip().split("\n", 1)[0][:200]
-            raise PayloadError(f"column {name!r} is not valid: {reason}") from None
-
-
-# Amounts and percentages: every cell that is not blank must be well-formed before the clean-up,
-# which would glue a malformed amount into a number ("$1,00" → 100). RE2 reads lib.core.normalize's
-# patterns as they are written (its \s is narrower: a unicode space goes the careful route).
-_GRAMMARS = {CURRENCY: f"^(?:{AMOUNT_PATTERN})$", PERCENT: f"^(?:{PERCENT_PATTERN})$"}
-
-
-def _clean_floats(array: pa.ChunkedArray | pa.Array, kind: str) -> np.ndarray | None:
-    """A text column of a numeric kind converted by Arrow's kernels when every cell is a plain
-    decimal in the kind's accepted form, or blank (missing); else None, and the normaliser's
-    cell-by-cell route decides (a malformed amount, a null token, accounting parentheses,
-    unicode, an overflow) and names what is wrong.
-
-    Amounts and percentages are first matched against their grammar (lib.core.normalize's patterns);
-    the clean-up is then lib.core.normalize's (numbers trimmed; amounts without ``$``, ``,`` and
-    spaces; percent points trimmed, without a trailing ``%``); Arrow's parser then refuses every
-    text that is not a decimal, except the names of NaN and infinity, which are sent back to the
-    normaliser. Both parsers round correctly: the doubles are the same."""
-    if kind not in (NUMERIC, CURRENCY, PERCENT):
-        return None
-    try:
-        trimmed = pc.utf8_trim(array, " \t")
-        blank = pc.equal(trimmed, "")
-        if kind in _GRAMMARS and not _well_formed(trimmed, _GRAMMARS[kind]):
-            return None
-        text = trimmed
-        if kind == CURRENCY:
-            for character in "$, \t":  # spaces inside an amount too; a pass only if needed
-                if pc.any(pc.match_substring(text, character)).as_py():
-                    text = pc.replace_substring(text, character, "")
-        elif kind == PERCENT:
-            text = pc.utf8_rtrim(pc.if_else(pc.ends_with(text, "%"), pc.utf8_slice_codeunits(text, 0, -1), text),
-                                 " \t")
-        numbers = pc.cast(pc.if_else(blank, pa.scalar(None, text.type), text), pa.float64())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    values = numbers.to_numpy(zero_copy_only=False)
-    missing = pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
-    # NaN from a cell that was not missing ("nan", a null token) and infinities ("1e999": out of
-    # range, "inf": not a decimal) are the normaliser's to judge and report.
-    if not np.array_equal(np.isnan(values), missing) or np.isinf(values).any():
-        return None
-    return values
-
-
-def _well_formed(text: pa.ChunkedArray | pa.Array, grammar: str) -> bool:
-    """Whether every cell of ``text`` that is not blank matches ``grammar``. The grammars treat
-    every ASCII digit alike, so each cell is matched by its shape, its digits written as ``9``
-    (``"$-5,212.82"`` is ``"$-9,999.99"``): a column of 10,000 amounts has a few dozen shapes,
-    matched once each, where matching every cell cost 1.5 ms a column."""
-    shapes = pc.unique(_digit_shapes(text))
-    matched = pc.or_kleene(pc.equal(shapes, ""), pc.match_substring_regex(shapes, grammar))
-    return pc.all(matched, skip_nulls=True, min_count=0).as_py()
-
-
-#: Byte -> byte: ASCII digits to ``9``, every other byte to itself (a UTF-8 sequence of more than
-#: one byte never holds a byte below 0x80, so no character but a digit changes).
-_DIGITS_AS_NINE = np.arange(256, dtype=np.uint8)
-_DIGITS_AS_NINE[ord("0"):ord("9") + 1] = ord("9")
-
-
-def _digit_shapes(text: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    """``text`` with its digits written as ``9``: its data buffer translated, its offsets and
-    validity shared. Text of another layout than string or large_string is returned as it is."""
-    shaped = []
-    for chunk in _chunks(text):
-        if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
-            return text
-        validity, offsets, data = chunk.buffers()
-        if data is not None:
-            data = pa.py_buffer(_DIGITS_AS_NINE[np.frombuffer(data, dtype=np.uint8)])
-        shaped.append(pa.Array.from_buffers(chunk.type, len(chunk), [validity, offsets, data],
-                                            chunk.null_count, chunk.offset))
-    return pa.chunked_array(shaped, text.type) if isinstance(text, pa.ChunkedArray) else shaped[0]
-
-
 def _encoded(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[Sequence, _CellProblems]:
     """A categorical column as its distinct values and each row's position among them: a few
     values to normalise instead of a string per row (dictionary-encoded columns, as Parquet
@@ -298,12 +131,12 @@ def _encoded(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[Sequence, _C
     starts: dict[tuple, int] = {}  # a dictionary's identity -> where its values start in ``values``
     kept = []  # the dictionaries seen, alive until the end: their addresses are their identities
     indices = []
-    for chunk in _chunks(array):
+    for chunk in chunks_of(array):
         long_cells: dict[int, LongText] = {}
         if pa.types.is_dictionary(chunk.type):
             encoded = chunk
         else:
-            text, long_cells = _short_text(chunk, name) if _is_text(chunk.type) else (chunk, {})
+            text, long_cells = short_text(chunk, name) if _is_text(chunk.type) else (chunk, {})
             encoded = pc.dictionary_encode(text)
         kept.append(encoded.dictionary)
         start = starts.setdefault(_identity(encoded.dictionary), len(values))
@@ -331,7 +164,7 @@ def _dictionary_floats(array: pa.ChunkedArray | pa.Array, name: str) -> tuple[np
     errors are the normaliser's, as for JSON cells), then taken by index."""
     converted: dict[tuple, tuple[np.ndarray, dict[int, str]]] = {}
     kept, parts, problems, offset = [], [], [], 0
-    for chunk in _chunks(array):
+    for chunk in chunks_of(array):
         kept.append(chunk.dictionary)
         key = _identity(chunk.dictionary)
         if key not in converted:
@@ -376,7 +209,7 @@ def _distinct_cells(dictionary: pa.Array, name: str) -> list:
     if pa.types.is_decimal(dictionary.type):
         return _exact_floats(dictionary).to_pylist()
     if _is_text(dictionary.type):
-        _check_utf8(dictionary, name)
+        check_utf8(dictionary, name)
     return dictionary.to_pylist()
 
 
@@ -415,12 +248,12 @@ def _id_values(array: pa.ChunkedArray | pa.Array) -> list:
     data_type = array.type
     if pa.types.is_dictionary(data_type):
         ids = []
-        for chunk in _chunks(array):
+        for chunk in chunks_of(array):
             values = np.array([*_id_values(chunk.dictionary), None], dtype=object)
             ids += values[_indices(chunk, ID_KEY)].tolist()
         return ids
     if _is_text(data_type):
-        _check_utf8(array, ID_KEY)
+        check_utf8(array, ID_KEY)
         return array.to_pylist()
     if pa.types.is_decimal(data_type):
         if data_type.scale > 0:
@@ -433,44 +266,3 @@ def _integer_id(value: int) -> int | str:
     return value if _ID_MIN <= value <= _ID_MAX else str(value)
 
 
-def result_table(probabilities: np.ndarray, classes: np.ndarray, invalid: set[int] | None = None,
-                 ids: Sequence | None = None, errors: Sequence[CellError] | None = None,
-                 reasons: Sequence | None = None) -> pa.Table:
-    """Scores as a table: ``probability_positiveclass`` (float64) and ``predicted_class`` (int8),
-    null for the ``invalid`` rows; ``id`` when ``ids`` are given; ``error`` (null for scored rows,
-    else each invalid cell as ``column: message``, one a line) when ``errors`` are given;
-    ``reasons`` when given."""
-    mask = None
-    if invalid:
-        mask = np.zeros(len(probabilities), dtype=bool)
-        mask[sorted(invalid)] = True
-    data = {
-        PROBABILITY: pa.array(probabilities, type=pa.float64(), mask=mask),
-        PREDICTED_CLASS: pa.array(np.asarray(classes, dtype=np.int8), type=pa.int8(), mask=mask),
-    }
-    if ids is not None:
-        data[ROW_ID] = _id_array(ids)
-    if errors is not None:
-        data[ERROR] = pa.array(_row_messages(len(probabilities), errors), type=pa.string())
-    if reasons is not None:
-        data[REASONS] = pa.array(reasons)
-    return pa.table(data)
-
-
-def _id_array(ids: Sequence) -> pa.Array:
-    """Ids keep their type and value: integers as int64, or uint64 past it; a mix of numbers and
-    strings (possible in JSON), or integers no 64-bit type holds together, become strings."""
-    for data_type in (None, pa.uint64()):
-        try:
-            return pa.array(ids, type=data_type)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-            continue
-    return pa.array([None if v is None else str(v) for v in ids], type=pa.string())
-
-
-def _row_messages(n_rows: int, errors: Sequence[CellError]) -> list[str | None]:
-    messages: list[str | None] = [None] * n_rows
-    for error in errors:
-        text = f"{error.column}: {error.message}"
-        messages[error.index] = text if messages[error.index] is None else f"{messages[error.index]}\n{text}"
-    return messages

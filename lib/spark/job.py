@@ -39,7 +39,8 @@ from pyspark.sql.types import ByteType, DoubleType, StringType, StructField, Str
 
 from lib.batch.exit_codes import EXIT_INVALID, EXIT_MODEL, EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE, SHOWN_ERRORS
 from lib.batch.progress import Summary
-from lib.codecs.columnar import ERROR, PREDICTED_CLASS, PROBABILITY, batch_from_table, result_table
+from lib.codecs.answer_table import ERROR, PREDICTED_CLASS, PROBABILITY, result_table
+from lib.codecs.columnar import batch_from_table
 from lib.codecs.parquet import check_file
 from lib.core.artifacts import (
     STAGE_FILES,

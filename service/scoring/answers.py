@@ -14,7 +14,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lib.codecs.columnar import PREDICTED_CLASS, PROBABILITY, REASONS, ROW_ID, result_table
+from lib.codecs.answer_table import PREDICTED_CLASS, PROBABILITY, REASONS, ROW_ID, result_table
 from lib.codecs.media import ALIASES, ARROW, JSON, PARQUET
 from lib.core.errors import CellError
 from lib.core.scorer import Scores
@@ -96,7 +96,7 @@ class Answers:
     @staticmethod
     def table(media_type: str, scores: Scores, ids: Sequence | None, invalid: set[int], reasons: list | None,
               inline_errors: bool) -> bytes:
-        """An Arrow IPC stream or a Parquet file of ``lib.codecs.columnar.result_table``; reasons, whose
+        """An Arrow IPC stream or a Parquet file of ``lib.codecs.answer_table.result_table``; reasons, whose
         values mix numbers and levels, come as each row's JSON text."""
         if reasons is not None:
             reasons = [None if r is None else orjson.dumps(r).decode() for r in reasons]

@@ -25,7 +25,7 @@ import pytest
 
 from lib.batch import command as score
 from lib.batch.writers import ERROR_FIELDS
-from lib.codecs.columnar import ERROR, PREDICTED_CLASS, PROBABILITY
+from lib.codecs.answer_table import ERROR, PREDICTED_CLASS, PROBABILITY
 from lib.core.schema import ID_KEY
 from tests.conftest import TABLE_FORMATS, api_answer, api_cell_errors, write_rows
 from tests.support.live_server import PROJECT_DIR

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from lib.codecs.columnar import ERROR, PREDICTED_CLASS, PROBABILITY
+from lib.codecs.answer_table import ERROR, PREDICTED_CLASS, PROBABILITY
 from lib.codecs.media import ARROW, CSV, JSON, NDJSON, PARQUET
 from lib.core.schema import ID_KEY
 from service.ops.settings import Settings

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lib.codecs.columnar import ERROR, PREDICTED_CLASS, PROBABILITY
+from lib.codecs.answer_table import ERROR, PREDICTED_CLASS, PROBABILITY
 from lib.core.artifacts import MANIFEST_FILE, STAGE_FILES
 from lib.core.errors import ArtifactError
 from lib.core.schema import ID_KEY
