@@ -45,6 +45,7 @@ from lib.artifacts import (
     sha256_bytes,
     stages_from_bytes,
 )
+from lib.codecs.csv import first_line, header_names, require_utf8_file
 from lib.codecs.parquet import check_file
 from lib.errors import ArtifactError, CellError, PayloadError
 from lib.progress import Summary
@@ -54,6 +55,14 @@ from lib.store import DEFAULT_STORE, active_directory
 from lib.tables import ERROR, PREDICTED_CLASS, PROBABILITY, batch_from_table, result_table
 
 FORMATS = ("parquet", "csv")
+#: Spark's CSV reader set to read as the API does (lib.codecs.csv): quotes inside a quoted cell
+#: doubled (Spark's default escape is a backslash), line breaks inside quoted cells (a file is then
+#: read by one task), every file's header the same as the first's (by default Spark ignores the
+#: others), and a row whose cell count is not the header's failing the job (by default Spark pads
+#: it with nulls or drops its extra cells, moving no value but losing or inventing some).
+CSV_OPTIONS = {"header": True, "escape": '"', "multiLine": True, "enforceSchema": False, "mode": "FAILFAST"}
+#: Words of Spark's errors for a ragged CSV row in FAILFAST mode.
+_MALFORMED_CSV = ("MALFORMED_RECORD_IN_PARSING", "MALFORMED_CSV_RECORD")
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNREADABLE, EXIT_MODEL = 0, 1, 2, 3, 4
 #: Invalid cells named in the message of a strict job that failed.
 SHOWN_ERRORS = 5
@@ -195,9 +204,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
         model_dir = args.model_dir or active_directory(args.store)
     shipped = ShippedModel.read(model_dir)
     fmt = args.format or ("csv" if args.input.lower().endswith(".csv") else "parquet")
-    reader = spark.read.option("header", True) if fmt == "csv" else spark.read
     # A CSV's columns are all strings (no schema inference): every cell reaches the normaliser as text.
-    df = reader.csv(args.input) if fmt == "csv" else reader.parquet(args.input)
+    df = spark.read.options(**CSV_OPTIONS).csv(args.input) if fmt == "csv" else spark.read.parquet(args.input)
     keep = args.keep if args.keep is not None else ((ID_KEY,) if ID_KEY in df.columns else ())
     missing = [name for name in keep if name not in df.columns]
     if missing:
@@ -206,6 +214,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
     read = list(dict.fromkeys(name for name in (*plan.consumed_columns, ID_KEY, *keep) if name in df.columns))
     if fmt == "parquet":
         check_parquet_files(df.inputFiles(), plan.consumed_columns, keep)
+    else:
+        check_csv_files(df.inputFiles())
     scored = score_dataframe(df.select(*read), shipped, strict=args.strict)
     written = [PROBABILITY, PREDICTED_CLASS, *keep] + ([] if args.strict else [ERROR])
     started = time.perf_counter()
@@ -226,14 +236,35 @@ def check_parquet_files(uris: Sequence[str], columns: Sequence[str], keep: Seque
     Spark believes a footer: a row group that claims fewer rows than its pages hold loses the rest
     silently, one that claims more fails the job, one that claims 2^40 rows runs on. Files on
     other file systems (hdfs://, s3a://) are left to Spark."""
+    for path in _local_files(uris):
+        try:
+            check_file(path, columns, keep)
+        except PayloadError as exc:
+            raise PayloadError(f"{path}: {exc}") from None
+
+
+def check_csv_files(uris: Sequence[str]) -> None:
+    """Check each local CSV file Spark is about to read as the API checks a body: a header
+    naming each column once, UTF-8 throughout (lib.codecs.csv); raise PayloadError for the first
+    that fails. Spark would rename a name given twice (``x5`` as columns 1 and 2 becomes ``x51``
+    and ``x52``, each then an absent column) and read bytes that are not UTF-8 as replacement
+    characters. Files on other file systems are left to Spark; a ragged row fails the job wherever
+    it lies (CSV_OPTIONS)."""
+    for path in _local_files(uris):
+        try:
+            if path.stat().st_size == 0:
+                raise PayloadError("the file is empty: a CSV file starts with a header row")
+            header_names(first_line(path))
+            require_utf8_file(path)
+        except PayloadError as exc:
+            raise PayloadError(f"{path}: {exc}") from None
+
+
+def _local_files(uris: Sequence[str]) -> Iterator[Path]:
     for uri in uris:
         parsed = urlparse(uri)
         if parsed.scheme in ("", "file"):
-            path = Path(unquote(parsed.path))
-            try:
-                check_file(path, columns, keep)
-            except PayloadError as exc:
-                raise PayloadError(f"{path}: {exc}") from None
+            yield Path(unquote(parsed.path))
 
 
 class UsageError(Exception):
@@ -267,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         found = _strict_failure(str(exc))
         if found:
             return _fail(found, EXIT_INVALID)
+        refused = _csv_failure(str(exc))
+        if refused:
+            return _fail(refused, EXIT_UNREADABLE)
         return _fail(f"the job failed: {_first_line(exc)}", EXIT_UNREADABLE)
     finally:
         spark.stop()
@@ -279,6 +313,28 @@ def _strict_failure(text: str) -> str | None:
     if marker not in text:
         return None
     return text.split(marker, 1)[1].splitlines()[0] + " (nothing was written)"
+
+
+def _csv_failure(text: str) -> str | None:
+    """The one-line message for a CSV that Spark's reader refused as CSV_OPTIONS ask (a ragged
+    row, a header unlike the others), naming the file; never a row, which Spark's message quotes."""
+    if any(words in text for words in _MALFORMED_CSV):
+        found = re.search(r"while reading file (\S+?)\.?\s", text)
+        return (f"{_path_of(found.group(1)) if found else 'the input'}: a row of the CSV does not have as many "
+                "cells as the header (a comma inside an unquoted cell, a cell left out, or a quote left open): "
+                "quote such cells, send every cell; nothing was written")
+    if "CSV header does not conform to the schema" in text:
+        found, differs = re.search(r"CSV file: (\S+)", text), re.search(r"Expected: (.*) but found: (.*)", text)
+        where = _path_of(found.group(1)) if found else "a file of the input"
+        how = f" (column {differs.group(2)!r} where another file has {differs.group(1)!r})" if differs else ""
+        return (f"{where}: its CSV header is not the other files' header{how}: every file of a table names the "
+                "same columns in the same order; nothing was written")
+    return None
+
+
+def _path_of(uri: str) -> str:
+    parsed = urlparse(uri)
+    return unquote(parsed.path) if parsed.scheme in ("", "file") else uri
 
 
 def _first_line(exc: Exception) -> str:
