@@ -45,7 +45,7 @@ from lib.artifacts import (
     sha256_bytes,
     stages_from_bytes,
 )
-from lib.codecs.csv import first_line, header_names, require_utf8_file
+from lib.codecs.csv import FILE_BLOCK_BYTES, first_line, header_names, require_utf8_file
 from lib.codecs.parquet import check_file
 from lib.errors import ArtifactError, CellError, PayloadError
 from lib.progress import Summary
@@ -61,6 +61,8 @@ FORMATS = ("parquet", "csv")
 #: others), and a row whose cell count is not the header's failing the job (by default Spark pads
 #: it with nulls or drops its extra cells, moving no value but losing or inventing some).
 CSV_OPTIONS = {"header": True, "escape": '"', "multiLine": True, "enforceSchema": False, "mode": "FAILFAST"}
+#: Control characters that are not white space (the normaliser strips white space from a cell).
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0e-\x1b]")
 #: Words of Spark's errors for a ragged CSV row in FAILFAST mode.
 _MALFORMED_CSV = ("MALFORMED_RECORD_IN_PARSING", "MALFORMED_CSV_RECORD")
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNREADABLE, EXIT_MODEL = 0, 1, 2, 3, 4
@@ -256,8 +258,24 @@ def check_csv_files(uris: Sequence[str]) -> None:
                 raise PayloadError("the file is empty: a CSV file starts with a header row")
             header_names(first_line(path))
             require_utf8_file(path)
+            _refuse_control_bytes(path)
         except PayloadError as exc:
             raise PayloadError(f"{path}: {exc}") from None
+
+
+def _refuse_control_bytes(path: Path) -> None:
+    """Refuse a CSV file holding a control character that is not white space (NUL, ...): Spark's
+    reader drops those that follow a quoted cell (``"$1.00"\\0``), where the API keeps them and
+    refuses the cell, so the job would score a row the API does not."""
+    offset = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(FILE_BLOCK_BYTES):
+            found = _CONTROL_BYTES.search(block)
+            if found:
+                raise PayloadError(f"byte {offset + found.start()} of the CSV file is a control character "
+                                   f"(0x{found.group()[0]:02x}): remove it (the Spark job does not read them as "
+                                   "the API does)")
+            offset += len(block)
 
 
 def _local_files(uris: Sequence[str]) -> Iterator[Path]:

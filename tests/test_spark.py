@@ -245,6 +245,9 @@ BAD_CSV = {
     "bytes that are not UTF-8": (b"id,x5,x12\nt0,monday,$1.00\nt1,fri\xffday,$2.00\n",
                                  "the CSV file is not valid UTF-8 at byte 32"),
     "an empty file": (b"", "the file is empty: a CSV file starts with a header row"),
+    # Spark's reader drops it after a quoted cell and scores $1.00; the API refuses the cell.
+    "a NUL after a quoted cell": (b'id,x5,x12\nt0,monday,"$1.00"\0\n',
+                                  "byte 27 of the CSV file is a control character (0x00)"),
 }
 
 
