@@ -206,6 +206,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
         model_dir = args.model_dir or active_directory(args.store)
     shipped = ShippedModel.read(model_dir)
     fmt = args.format or ("csv" if args.input.lower().endswith(".csv") else "parquet")
+    # Columns by their exact names, as the API takes them: by default Spark renames a CSV header's
+    # x5 and X5 alike (x51, X52), and reads a Parquet column X44 as x44.
+    spark.conf.set("spark.sql.caseSensitive", "true")
     # A CSV's columns are all strings (no schema inference): every cell reaches the normaliser as text.
     df = spark.read.options(**CSV_OPTIONS).csv(args.input) if fmt == "csv" else spark.read.parquet(args.input)
     keep = args.keep if args.keep is not None else ((ID_KEY,) if ID_KEY in df.columns else ())
@@ -344,9 +347,9 @@ def _csv_failure(text: str) -> str | None:
     if "CSV header does not conform to the schema" in text:
         found, differs = re.search(r"CSV file: (\S+)", text), re.search(r"Expected: (.*) but found: (.*)", text)
         where = _path_of(found.group(1)) if found else "a file of the input"
-        how = f" (column {differs.group(2)!r} where another file has {differs.group(1)!r})" if differs else ""
-        return (f"{where}: its CSV header is not the other files' header{how}: every file of a table names the "
-                "same columns in the same order; nothing was written")
+        how = f" (column {differs.group(2)!r} where the table has {differs.group(1)!r})" if differs else ""
+        return (f"{where}: its CSV header does not match the table's columns{how}: every file of a table names "
+                "the same columns in the same order, each once; nothing was written")
     return None
 
 

@@ -296,7 +296,24 @@ def test_the_job_refuses_a_csv_directory_whose_headers_differ(spark, monkeypatch
     code, errors = run_job(spark, monkeypatch, [str(source), str(tmp_path / "scores"), "--format", "csv"])
     assert code == lib.spark.EXIT_UNREADABLE, errors
     # Which file's header Spark takes for the table's is its choice: the message names the other.
-    assert errors in (f"lib.spark: error: {source / part}: its CSV header is not the other files' header (column "
-                      f"{found!r} where another file has {expected!r}): every file of a table names the same "
-                      "columns in the same order; nothing was written\n"
+    assert errors in (f"lib.spark: error: {source / part}: its CSV header does not match the table's columns "
+                      f"(column {found!r} where the table has {expected!r}): every file of a table names the same "
+                      "columns in the same order, each once; nothing was written\n"
                       for part, found, expected in (("part-0.csv", "x5", "x12"), ("part-1.csv", "x12", "x5")))
+
+
+def test_the_job_tells_columns_apart_by_case_as_the_api_does(spark, monkeypatch, tmp_path, app):
+    body = b"id,x5,X5,x12\nt0,monday,friday,$1.00\nt1,sunday,monday,$-2.50\n"
+    source = tmp_path / "cases.csv"
+    source.write_bytes(body)
+    output = tmp_path / "scores"
+    code, errors = run_job(spark, monkeypatch, [str(source), str(output)])
+    assert code == 0, errors
+    expected = app.test_client().post("/predict?format=columns&errors=inline", data=body,
+                                      content_type="text/csv").get_json()
+    # x5 is read, X5 is not: the same answers as with x5 alone.
+    alone = app.test_client().post("/predict?format=columns&errors=inline", content_type="text/csv",
+                                   data=b"id,x5,x12\nt0,monday,$1.00\nt1,sunday,$-2.50\n").get_json()
+    assert expected[PROBABILITY] == alone[PROBABILITY]
+    table = pq.read_table(output).sort_by([(ID_KEY, "ascending")])
+    assert table.column(PROBABILITY).to_pylist() == expected[PROBABILITY]
