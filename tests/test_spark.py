@@ -267,20 +267,24 @@ def test_the_job_refuses_csv_the_api_refuses_with_exit_code_3_and_one_line(spark
     assert not list((tmp_path / "scores").glob("*.parquet")) and not (tmp_path / "scores" / "_SUCCESS").exists()
 
 
+def job_and_api_scores(spark, monkeypatch, tmp_path, app, body: bytes) -> tuple[pa.Table, dict]:
+    """A CSV file of ``body`` through the job (which must succeed): what it wrote, and the API's
+    answer for the same bytes as a body."""
+    source, output = tmp_path / "input.csv", tmp_path / "scores"
+    source.write_bytes(body)
+    code, errors = run_job(spark, monkeypatch, [str(source), str(output)])
+    assert code == 0, errors
+    answer = app.test_client().post("/predict?format=columns&errors=inline", data=body, content_type="text/csv")
+    return pq.read_table(output), answer.get_json()
+
+
 def test_the_job_reads_quoted_cells_as_the_api_does(spark, monkeypatch, tmp_path, app):
     """Quotes doubled inside a quoted cell, a line break in one, a backslash as it is: as the API
     reads them (Spark's defaults: a backslash escapes a quote, a line break ends a row)."""
     body = (b'id,x5,x12,x81\n"a ""quoted"" id",monday,"$1,000.00",June\n"two\nlines",friday,$2.00,"May"\n'
             b'"back\\",sunday,"$-3.50",April\n')
-    source = tmp_path / "quoted.csv"
-    source.write_bytes(body)
-    output = tmp_path / "scores"
-    code, errors = run_job(spark, monkeypatch, [str(source), str(output)])
-    assert code == 0, errors
-    expected = app.test_client().post("/predict?format=columns&errors=inline", data=body,
-                                      content_type="text/csv").get_json()
+    table, expected = job_and_api_scores(spark, monkeypatch, tmp_path, app, body)
     assert expected[ID_KEY] == ['a "quoted" id', "two\nlines", "back\\"]
-    table = pq.read_table(output)
     got = dict(zip(table.column(ID_KEY).to_pylist(), table.column(PROBABILITY).to_pylist(), strict=True))
     assert got == dict(zip(expected[ID_KEY], expected[PROBABILITY], strict=True))
     assert table.column(ERROR).to_pylist() == [None] * 3
@@ -304,16 +308,10 @@ def test_the_job_refuses_a_csv_directory_whose_headers_differ(spark, monkeypatch
 
 def test_the_job_tells_columns_apart_by_case_as_the_api_does(spark, monkeypatch, tmp_path, app):
     body = b"id,x5,X5,x12\nt0,monday,friday,$1.00\nt1,sunday,monday,$-2.50\n"
-    source = tmp_path / "cases.csv"
-    source.write_bytes(body)
-    output = tmp_path / "scores"
-    code, errors = run_job(spark, monkeypatch, [str(source), str(output)])
-    assert code == 0, errors
-    expected = app.test_client().post("/predict?format=columns&errors=inline", data=body,
-                                      content_type="text/csv").get_json()
+    table, expected = job_and_api_scores(spark, monkeypatch, tmp_path, app, body)
     # x5 is read, X5 is not: the same answers as with x5 alone.
     alone = app.test_client().post("/predict?format=columns&errors=inline", content_type="text/csv",
                                    data=b"id,x5,x12\nt0,monday,$1.00\nt1,sunday,$-2.50\n").get_json()
     assert expected[PROBABILITY] == alone[PROBABILITY]
-    table = pq.read_table(output).sort_by([(ID_KEY, "ascending")])
+    table = table.sort_by([(ID_KEY, "ascending")])
     assert table.column(PROBABILITY).to_pylist() == expected[PROBABILITY]
