@@ -206,13 +206,18 @@ def _stream_part(body: pa.Buffer) -> pa.Buffer:
     return body.slice(_FILE_HEADER, end - _FILE_HEADER)
 
 
-def _check_footer_schema(body: pa.Buffer, schema: pa.Schema) -> None:
+def _check_footer(body: pa.Buffer, schema: pa.Schema, n_batches: int) -> None:
     """A file's footer must describe the stream it holds: its stream is what is read, and a reader
-    that believes the footer would read other columns or types from the same bytes."""
-    footer_schema = pa.ipc.open_file(body).schema  # the footer only: no batch is read
-    if not footer_schema.equals(schema):
+    that believes the footer would read other columns or types, or other record batches (one
+    left out of the stream, or one repeated in it), from the same bytes."""
+    footer = pa.ipc.open_file(body)  # the footer only: no batch is read
+    if not footer.schema.equals(schema):
         raise PayloadError("the body is not a valid Arrow IPC file: its footer's schema differs from its "
                            "stream's (send the stream format, application/vnd.apache.arrow.stream)")
+    if footer.num_record_batches != n_batches:
+        raise PayloadError(f"the body is not a valid Arrow IPC file: its footer lists {footer.num_record_batches} "
+                           f"record batches, its stream holds {n_batches} (send the stream format, "
+                           "application/vnd.apache.arrow.stream)")
 
 
 #: Schemas an ArrowDecoder keeps read, and buffer layouts per schema (view columns' counts).
@@ -243,7 +248,7 @@ class ArrowDecoder:
         try:
             schema, included, lengths = self._check_messages(stream, budget)
             if stream is not whole:
-                _check_footer_schema(whole, schema)
+                _check_footer(whole, schema, len(lengths))
             reader = pa.ipc.open_stream(stream, options=pa.ipc.IpcReadOptions(included_fields=included))
         except ARROW_ERRORS as exc:
             raise PayloadError(f"the body is not a valid Arrow IPC stream: {describe_arrow_error(exc)}") from None

@@ -256,12 +256,13 @@ class ParquetDecoder:
             most_pages = max(claim, chunk.num_values) + 2
             if self.whole:
                 most_pages = min(most_pages, self.limits.max_rows + 2)
-        values, page_bytes = self._walk_pages(start, start + size, (chunk.path_in_schema, index), most_pages)
+        values, page_bytes = self._walk_pages(start, start + size, (chunk.path_in_schema, index), most_pages, flat)
         if flat and values != claim:
             raise _lie(index, claim, values, f" (the pages of column {chunk.path_in_schema!r})")
         return page_bytes
 
-    def _walk_pages(self, pos: int, end: int, where: tuple[str, int], most_pages: int | None) -> tuple[int, int]:
+    def _walk_pages(self, pos: int, end: int, where: tuple[str, int], most_pages: int | None,
+                    flat: bool) -> tuple[int, int]:
         """The values the data pages between ``pos`` and ``end`` hold, and their uncompressed bytes."""
         name = f"column {where[0]!r} of row group {where[1]}"
         values = page_bytes = pages = 0
@@ -277,7 +278,7 @@ class ParquetDecoder:
             if kind == _DATA_PAGE:
                 values += _count(header.get(5), 1, name)
             elif kind == _DATA_PAGE_V2:
-                values += _count(header.get(8), 3, name)
+                values += _v2_rows(header.get(8), name, flat)
             pos += length + compressed
         if pos != end:
             raise PayloadError(f"the pages of {name} run past the column chunk the footer gives")
@@ -364,6 +365,20 @@ def _count(page: object, field: int, name: str) -> int:
     if not isinstance(number, int) or number < 0:
         raise PayloadError(f"a data page header of {name} has no valid value count")
     return number
+
+
+def _v2_rows(page: object, name: str, flat: bool) -> int:
+    """The rows of a v2 data page, its other counts checked against them: pyarrow decodes a flat
+    column's levels by ``num_values`` and its rows by ``num_rows``, so a page whose two counts
+    differ shifts its values into the wrong rows (nulls among them)."""
+    rows, values = _count(page, 3, name), _count(page, 1, name)
+    nulls = page.get(2) if isinstance(page, dict) else None
+    if flat and values != rows:
+        raise PayloadError(f"a data page of {name} says it holds {values} values in {rows} rows: "
+                           "a column of single values holds one per row")
+    if not isinstance(nulls, int) or not 0 <= nulls <= values:
+        raise PayloadError(f"a data page of {name} says {nulls} of its {values} values are null")
+    return rows
 
 
 # Parquet's physical types (Thrift enum Type) and the annotations that need one of them.

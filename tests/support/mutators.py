@@ -1059,8 +1059,18 @@ def _holds_table(table: pa.Table, wanted: tuple[str, ...]) -> Holds:
         return Holds(invalid=f"duplicated column names {table.column_names}")
     names = [n for n in table.column_names if n in wanted]
     columns = {n: [_json_ready(v) for v in table.column(n).to_pylist()] for n in names}
+    if "id" in columns and _has_fraction_digits(table.schema.field("id").type):
+        # Ids are echoed, not scored: a decimal id with digits after the point comes back as
+        # its text, digit for digit, where a JSON number would come back as a double.
+        columns["id"] = [v if not isinstance(v, decimal.Decimal) else format(v, "f") for v in columns["id"]]
     return Holds(rows=[{n: columns[n][i] for n in names} for i in range(table.num_rows)],
                  refusable=tuple(n for n in names if not _must_convert(table.schema.field(n).type)))
+
+
+def _has_fraction_digits(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return _has_fraction_digits(kind.value_type)
+    return pa.types.is_decimal(kind) and kind.scale > 0
 
 
 def decode_arrow(body: bytes, wanted: tuple[str, ...]) -> Holds:

@@ -338,6 +338,10 @@ def _framing_cases() -> list[tuple[str, bytes, str]]:
     body, file = arrow_bodies.stream(data), arrow_bodies.stream(data, file=True)
     schema_only = arrow_bodies.stream([pa.record_batch({"x44": pa.array([], type=pa.float64())})])
     [(_, _, schema_end), *_] = arrow_bodies.message_spans(body)
+    # The file's second batch once more at the end of its stream, where the footer does not list it.
+    two = arrow_bodies.stream([pa.record_batch({"x44": [1.0]}), pa.record_batch({"x44": [2.0]})], file=True)
+    end_of_stream = len(two) - 10 - int.from_bytes(two[-10:-6], "little") - 8
+    repeated = two[:end_of_stream] + pa.record_batch({"x44": [2.0]}).serialize().to_pybytes() + two[end_of_stream:]
     return [
         ("truncated", body[:-20], "the body is not a valid Arrow IPC stream: "),
         ("garbage", b"\xff\xff\xff\xff\x10\x00\x00\x00" + b"\x00" * 16, "the body is not a valid Arrow IPC stream: "),
@@ -347,6 +351,8 @@ def _framing_cases() -> list[tuple[str, bytes, str]]:
          "the body is not a valid Arrow IPC file: it does not end with the ARROW1 magic"),
         ("file footer out of range", file[:-10] + b"\xff\xff\xff\x7f" + file[-6:],
          "the body is not a valid Arrow IPC file: its footer length is out of range"),
+        ("file stream with a batch its footer does not list", repeated,
+         "the body is not a valid Arrow IPC file: its footer lists 2 record batches, its stream holds 3"),
     ]
 
 

@@ -159,6 +159,19 @@ def test_a_page_header_that_lies_about_its_values_is_refused():
         ParquetDecoder(lying, ["x44"], DecodeLimits(max_rows=100_000))
 
 
+@pytest.mark.parametrize(("field", "value", "words"), [
+    (1, 11, "says it holds 11 values in 10 rows"),  # num_values: pyarrow shifted the values past a null
+    (2, 11, "says 11 of its 10 values are null"),  # num_nulls
+])
+def test_a_v2_data_page_whose_counts_disagree_is_refused(field, value, words):
+    body = parquet(pa.table({"x53": pa.array([1, 2, None, 4, 5, 6, 7, 8, 9, 10], pa.int64())}),
+                   data_page_version="2.0", compression="none", use_dictionary=False)
+    chunk = pq.ParquetFile(io.BytesIO(body)).metadata.row_group(0).column(0)
+    lying = patched_page(body, chunk.data_page_offset, (8, field), value)  # DataPageHeaderV2
+    with pytest.raises(PayloadError, match=words):
+        ParquetDecoder(lying, ["x53"], DecodeLimits(max_rows=100_000))
+
+
 def test_more_pages_than_rows_are_refused_before_they_are_all_walked():
     body = parquet(pa.table({"x44": pa.array([i / 7 for i in range(100)])}), data_page_size=1, write_batch_size=1)
     lying = patched(body, {FILE_ROWS: 1, row_group_rows(0): 1, chunk_field(0, 0, 5): 1})

@@ -201,6 +201,18 @@ class _KeptSession:
         pass
 
 
+def run_job(spark, monkeypatch, args: list[str]) -> tuple[int, str]:
+    """``lib.spark.job.main(args)`` on the module's session: (exit code, what it wrote to stderr)."""
+    import lib.spark.job
+
+    monkeypatch.setattr(lib.spark.job, "spark_session", lambda *args, **kwargs: _KeptSession(spark))
+    errors = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", errors)
+    code = lib.spark.job.main([*args, "--log-level", "ERROR"])
+    monkeypatch.undo()
+    return code, errors.getvalue()
+
+
 @pytest.mark.parametrize("claim", [
     300,  # Spark itself would read 900 of the 1,000 rows and say nothing...
     2**40,  # ... or run on and on.
@@ -213,11 +225,93 @@ def test_the_job_refuses_a_parquet_footer_that_lies_with_exit_code_3(spark, monk
     pq.write_table(data, sink, row_group_size=400)
     source = tmp_path / "lying.parquet"
     source.write_bytes(patched(sink.getvalue().to_pybytes(), {FILE_ROWS: claim + 600, row_group_rows(0): claim}))
-    monkeypatch.setattr(lib.spark.job, "spark_session", lambda *args, **kwargs: _KeptSession(spark))
-    errors = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", errors)
-    code = lib.spark.job.main([str(source), str(tmp_path / "scores"), "--log-level", "ERROR"])
-    assert code == lib.spark.job.EXIT_UNREADABLE, errors.getvalue()
+    code, errors = run_job(spark, monkeypatch, [str(source), str(tmp_path / "scores")])
+    assert code == lib.spark.job.EXIT_UNREADABLE, errors
     assert (f"lib.spark: error: {source}: the Parquet footer lies: the footer says row group 0 holds {claim} rows, "
-            "the data holds 400") in errors.getvalue()
+            "the data holds 400") in errors
     assert not (tmp_path / "scores").exists()
+
+
+#: CSV the API and the file command refuse (lib/codecs/csv.py), and the words of the job's message.
+BAD_CSV = {
+    "a column named twice": (b"id,x5,x12,x5\nt0,monday,$1.00,friday\n",
+                             "column 'x5' appears 2 times in the CSV header: send each column once"),
+    "a row with a cell more": (b"id,x5,x12\nt0,monday,$1.00\nt1,friday,$1,000.00\nt2,sunday,$2.00\n",
+                               "a row of the CSV does not have as many cells as the header"),
+    "a row with a cell less": (b"id,x5,x12\nt0,monday,$1.00\nt1,friday\n",
+                               "a row of the CSV does not have as many cells as the header"),
+    "a quote left open": (b'id,x5,x12\nt0,"monday,$1.00\nt1,friday,$2.00\n',
+                          "a row of the CSV does not have as many cells as the header"),
+    "bytes that are not UTF-8": (b"id,x5,x12\nt0,monday,$1.00\nt1,fri\xffday,$2.00\n",
+                                 "the CSV file is not valid UTF-8 at byte 32"),
+    "an empty file": (b"", "the file is empty: a CSV file starts with a header row"),
+    # Spark's reader drops it after a quoted cell and scores $1.00; the API refuses the cell.
+    "a NUL after a quoted cell": (b'id,x5,x12\nt0,monday,"$1.00"\0\n',
+                                  "byte 27 of the CSV file is a control character (0x00)"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CSV))
+def test_the_job_refuses_csv_the_api_refuses_with_exit_code_3_and_one_line(spark, monkeypatch, tmp_path, name):
+    import lib.spark.job
+
+    body, words = BAD_CSV[name]
+    source = tmp_path / "bad.csv"
+    source.write_bytes(body)
+    code, errors = run_job(spark, monkeypatch, [str(source), str(tmp_path / "scores")])
+    assert code == lib.spark.job.EXIT_UNREADABLE, errors
+    lines = errors.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"lib.spark: error: {source}: {words}"), errors
+    assert "$1,000.00" not in errors and "Traceback" not in errors  # the message names the problem, not the row
+    # A ragged row fails the job as it writes: Spark may leave the directory, not a file in it.
+    assert not list((tmp_path / "scores").glob("*.parquet")) and not (tmp_path / "scores" / "_SUCCESS").exists()
+
+
+def job_and_api_scores(spark, monkeypatch, tmp_path, app, body: bytes) -> tuple[pa.Table, dict]:
+    """A CSV file of ``body`` through the job (which must succeed): what it wrote, and the API's
+    answer for the same bytes as a body."""
+    source, output = tmp_path / "input.csv", tmp_path / "scores"
+    source.write_bytes(body)
+    code, errors = run_job(spark, monkeypatch, [str(source), str(output)])
+    assert code == 0, errors
+    answer = app.test_client().post("/predict?format=columns&errors=inline", data=body, content_type="text/csv")
+    return pq.read_table(output), answer.get_json()
+
+
+def test_the_job_reads_quoted_cells_as_the_api_does(spark, monkeypatch, tmp_path, app):
+    """Quotes doubled inside a quoted cell, a line break in one, a backslash as it is: as the API
+    reads them (Spark's defaults: a backslash escapes a quote, a line break ends a row)."""
+    body = (b'id,x5,x12,x81\n"a ""quoted"" id",monday,"$1,000.00",June\n"two\nlines",friday,$2.00,"May"\n'
+            b'"back\\",sunday,"$-3.50",April\n')
+    table, expected = job_and_api_scores(spark, monkeypatch, tmp_path, app, body)
+    assert expected[ID_KEY] == ['a "quoted" id', "two\nlines", "back\\"]
+    got = dict(zip(table.column(ID_KEY).to_pylist(), table.column(PROBABILITY).to_pylist(), strict=True))
+    assert got == dict(zip(expected[ID_KEY], expected[PROBABILITY], strict=True))
+    assert table.column(ERROR).to_pylist() == [None] * 3
+
+
+def test_the_job_refuses_a_csv_directory_whose_headers_differ(spark, monkeypatch, tmp_path):
+    import lib.spark.job
+
+    source = tmp_path / "table"
+    source.mkdir()
+    (source / "part-0.csv").write_bytes(b"id,x5,x12\nt0,monday,$1.00\n")
+    (source / "part-1.csv").write_bytes(b"id,x12,x5\nt1,$2.00,friday\n")  # Spark's default: x12 read as x5
+    code, errors = run_job(spark, monkeypatch, [str(source), str(tmp_path / "scores"), "--format", "csv"])
+    assert code == lib.spark.job.EXIT_UNREADABLE, errors
+    # Which file's header Spark takes for the table's is its choice: the message names the other.
+    assert errors in (f"lib.spark: error: {source / part}: its CSV header does not match the table's columns "
+                      f"(column {found!r} where the table has {expected!r}): every file of a table names the same "
+                      "columns in the same order, each once; nothing was written\n"
+                      for part, found, expected in (("part-0.csv", "x5", "x12"), ("part-1.csv", "x12", "x5")))
+
+
+def test_the_job_tells_columns_apart_by_case_as_the_api_does(spark, monkeypatch, tmp_path, app):
+    body = b"id,x5,X5,x12\nt0,monday,friday,$1.00\nt1,sunday,monday,$-2.50\n"
+    table, expected = job_and_api_scores(spark, monkeypatch, tmp_path, app, body)
+    # x5 is read, X5 is not: the same answers as with x5 alone.
+    alone = app.test_client().post("/predict?format=columns&errors=inline", content_type="text/csv",
+                                   data=b"id,x5,x12\nt0,monday,$1.00\nt1,sunday,$-2.50\n").get_json()
+    assert expected[PROBABILITY] == alone[PROBABILITY]
+    table = table.sort_by([(ID_KEY, "ascending")])
+    assert table.column(PROBABILITY).to_pylist() == expected[PROBABILITY]
