@@ -23,6 +23,9 @@ columns) are read or decompressed. Text columns the scorer reads come dictionary
 Parquet stores them, so that a value repeated a million times is decoded once; what such a column
 expands to when a numeric kind's text is parsed cell by cell (``lib.codecs.columnar``) is charged to the
 budget, ``TEXT_COPIES`` times, before it happens.
+
+The module is kept whole: its checks are one sequence over one file (footer, schema, pages, then
+each batch as it is read), sharing the decoder's reader and limits, and read best top to bottom.
 """
 
 from __future__ import annotations
