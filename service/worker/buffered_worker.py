@@ -28,6 +28,9 @@ until its request is in, and a few seconds at most after that.
   connections still arriving half of GRACEFUL_TIMEOUT; those not in by then get a JSON 503.
 - TLS terminated by gunicorn itself is not received this way: with ``certfile`` set the worker
   runs as the plain sync worker.
+
+The limits a client is held to, a connection's state while its request arrives and the answer to
+one that did not arrive whole are in ``service.worker.connection``; this module is the loop.
 """
 
 from __future__ import annotations
@@ -38,17 +41,14 @@ import selectors
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from http import HTTPStatus
 
-import orjson
 from gunicorn.workers.sync import SyncWorker
 
-from service.http.errors import error_payload
-from service.http.request_steps import RECORDER_EXTENSION, Exchange, Recorder, request_id
+from service.http.request_steps import RECORDER_EXTENSION, Exchange, request_id
 from service.ops.settings import Settings
 from service.seams.gunicorn_internals import handle_connection, parent_alive, tls_in_gunicorn, wake_fd
 from service.worker.buffered_socket import CONTINUE, HeldSocket
+from service.worker.connection import ClientLimits, Connection, send, unread_answer
 from service.worker.request_complete import Arrival
 
 #: The metrics label (``endpoint``) of requests the worker answered before they were read whole.
@@ -66,37 +66,6 @@ ACCEPTS_PER_TURN = 16
 _LISTENER = object()
 _WAKE = object()
 _SENT_BACK = (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK)
-
-
-@dataclass(frozen=True)
-class ClientLimits:
-    """What the worker allows a client (service/ops/settings.py: CLIENT_*, MAX_BODY_MB)."""
-
-    read_timeout: float
-    idle_seconds: float
-    buffer_bytes: int
-    max_pending: int
-    max_body_bytes: int
-
-    @classmethod
-    def of(cls, settings: Settings) -> ClientLimits:
-        return cls(settings.client_read_timeout, settings.client_idle_seconds, settings.client_buffer_bytes,
-                   settings.client_max_pending, settings.max_body_bytes)
-
-
-@dataclass(eq=False)
-class Connection:
-    """An accepted connection whose request is still arriving (or, ``closing``, being closed)."""
-
-    sock: socket.socket
-    addr: object
-    listener: object
-    arrival: Arrival
-    deadline: float
-    started: float = field(default_factory=time.perf_counter)
-    continue_sent: bool = False
-    closing: bool = False
-    registered: bool = False  # in the worker's selector
 
 
 class BufferedWorker(SyncWorker):
@@ -210,7 +179,7 @@ class BufferedWorker(SyncWorker):
             self._hand_over(connection)
         elif connection.arrival.expects_continue and not connection.continue_sent:
             connection.continue_sent = True
-            _send(connection.sock, CONTINUE)
+            send(connection.sock, CONTINUE)
 
     def _hand_over(self, connection: Connection) -> None:
         self._forget(connection)
@@ -259,11 +228,7 @@ class BufferedWorker(SyncWorker):
         CLOSE_LINGER_SECONDS pass, so that closing does not reset the connection under its answer."""
         arrival = connection.arrival
         rid = request_id(arrival.header("X-REQUEST-ID"))
-        body = orjson.dumps(error_payload(status, message))
-        headers = [("Connection", "close"), ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                   *Recorder.headers(rid, None)]
-        head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers)
-        sent = _send(connection.sock, (head + "\r\n").encode("latin-1") + body)
+        sent = send(connection.sock, unread_answer(status, message, rid))
         if self.recorder is not None:
             self.recorder.record(Exchange(request_id=rid, started=connection.started, method=arrival.method,
                                           path=arrival.path, endpoint=UNREAD_ENDPOINT, status=status,
@@ -300,14 +265,6 @@ def _defer_accept(listener) -> None:
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_SECONDS)
     except OSError:  # pragma: no cover - a kernel without it: accept as soon as connected
         pass
-
-
-def _send(sock: socket.socket, data: bytes) -> int:
-    """Send what the socket takes now (an answer of a few hundred bytes: all of it); bytes sent."""
-    try:
-        return sock.send(data)
-    except OSError:
-        return 0
 
 
 def _drain_pipe(fd: int) -> None:

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from lib.core.schema import COLUMNS, TARGET
-from lib.training import synth
+from lib.training import sampler, synth
 from tests.support.live_server import PROJECT_DIR
 
 SEED = 29
@@ -31,10 +31,10 @@ TEST_ROWS = 300
 def exercise_files(tmp_path_factory):
     """exercise_26_train.csv and exercise_26_test.csv in the original layout."""
     folder = tmp_path_factory.mktemp("exercise")
-    figures = synth.read_figures(synth.DEFAULT_FIGURES_DIR)
-    train = synth.generate(SEED, TRAIN_ROWS, synth.DEFAULT_FIGURES_DIR)
+    figures = sampler.read_figures(sampler.DEFAULT_FIGURES_DIR)
+    train = sampler.generate(SEED, TRAIN_ROWS, sampler.DEFAULT_FIGURES_DIR)
     (folder / "exercise_26_train.csv").write_bytes(synth.format_train_csv(train, figures.decimals))
-    test = synth.generate(SEED, TEST_ROWS, synth.DEFAULT_FIGURES_DIR, stream=synth.TEST_STREAM)
+    test = sampler.generate(SEED, TEST_ROWS, sampler.DEFAULT_FIGURES_DIR, stream=sampler.TEST_STREAM)
     rows = json.loads(synth.format_test_json(test))
     pd.DataFrame(rows, columns=COLUMNS).to_csv(folder / "exercise_26_test.csv", index=False)
     return folder

@@ -1,4 +1,5 @@
-"""The stand-in data generator: determinism, raw formats, and the published statistics."""
+"""The stand-in data generator (lib.training.sampler draws, lib.training.synth writes): determinism, raw
+formats, and the published statistics."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import pandas as pd
 import pytest
 
 from lib.core.schema import CATEGORICAL_COLUMNS, COLUMNS, LEVELS, NUMERIC_COLUMNS, TARGET, kind_of
-from lib.training import synth
+from lib.training import sampler, synth
 
-FIGURES = synth.DEFAULT_FIGURES_DIR
+FIGURES = sampler.DEFAULT_FIGURES_DIR
 SEED = 7
 TRAIN_ROWS = 3_000
 TEST_ROWS = 2_000
@@ -32,13 +33,13 @@ def parse_train_currency(text: str) -> float:
 
 @pytest.fixture(scope="module")
 def figures():
-    return synth.read_figures(FIGURES)
+    return sampler.read_figures(FIGURES)
 
 
 @pytest.fixture(scope="module")
 def frame():
     """Enough rows for the statistics to be tight."""
-    return synth.generate(13, 20_000, FIGURES)
+    return sampler.generate(13, 20_000, FIGURES)
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +83,10 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
 
 
 def test_streams_give_fresh_rows():
-    train = synth.generate(SEED, 500, FIGURES, stream=synth.TRAIN_STREAM)
-    test = synth.generate(SEED, 500, FIGURES, stream=synth.TEST_STREAM)
+    train = sampler.generate(SEED, 500, FIGURES, stream=sampler.TRAIN_STREAM)
+    test = sampler.generate(SEED, 500, FIGURES, stream=sampler.TEST_STREAM)
     assert (train["x0"] == test["x0"]).sum() == 0
-    pd.testing.assert_frame_equal(train, synth.generate(SEED, 500, FIGURES))
+    pd.testing.assert_frame_equal(train, sampler.generate(SEED, 500, FIGURES))
 
 
 def test_clean_frame_types(frame):
@@ -117,7 +118,7 @@ def test_train_csv_reads_back_with_pandas(written):
 
 def test_train_numbers_have_their_decimals_and_round_trip(train_cells, figures):
     _, cells = train_cells
-    clean = synth.generate(SEED, TRAIN_ROWS, FIGURES)
+    clean = sampler.generate(SEED, TRAIN_ROWS, FIGURES)
     for column in PLAIN_NUMERIC:
         pattern = re.compile(rf"^-?\d+\.\d{{{figures.numeric[column].decimals}}}$")
         bad = [v for v in cells[column] if v and not pattern.match(v)]
@@ -133,7 +134,7 @@ def test_train_currency_uses_both_train_styles_and_round_trips(train_cells):
     assert any(v.startswith("($") for v in cells["x12"])
     assert any(v.endswith(" ") for v in cells["x12"])
     parsed = np.array([parse_train_currency(v) for v in cells["x12"]])
-    clean = synth.generate(SEED, TRAIN_ROWS, FIGURES)["x12"].to_numpy()
+    clean = sampler.generate(SEED, TRAIN_ROWS, FIGURES)["x12"].to_numpy()
     np.testing.assert_array_equal(parsed, clean)
 
 
@@ -153,7 +154,7 @@ def test_json_is_one_array_of_rows_in_column_order(test_rows):
 
 
 def test_json_values_and_formats(test_rows):
-    clean = synth.generate(SEED, TEST_ROWS, FIGURES, stream=synth.TEST_STREAM)
+    clean = sampler.generate(SEED, TEST_ROWS, FIGURES, stream=sampler.TEST_STREAM)
     table = {c: [row[c] for row in test_rows] for c in COLUMNS}
     for column in PLAIN_NUMERIC:
         assert all(v is None or type(v) is float for v in table[column]), column
@@ -223,7 +224,7 @@ def test_target_follows_the_published_model(frame):
 def test_missing_figures_fail_with_the_path(tmp_path):
     missing = tmp_path / "no-figures"
     with pytest.raises(FileNotFoundError, match=re.escape(str(missing / "columns.csv"))):
-        synth.generate(1, 10, missing)
+        sampler.generate(1, 10, missing)
     with pytest.raises(SystemExit) as exc:
         synth.main(["--figures", str(missing), "--out", str(tmp_path / "out")])
     assert str(missing / "columns.csv") in str(exc.value.code)
@@ -233,4 +234,4 @@ def test_missing_figures_fail_with_the_path(tmp_path):
 def test_incomplete_figures_name_the_missing_file(tmp_path):
     (tmp_path / "columns.csv").write_bytes((FIGURES / "columns.csv").read_bytes())
     with pytest.raises(FileNotFoundError, match="categories.csv"):
-        synth.read_figures(tmp_path)
+        sampler.read_figures(tmp_path)

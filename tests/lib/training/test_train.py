@@ -33,11 +33,11 @@ from lib.core.features import source_column
 from lib.core.raw_batch import RawBatch
 from lib.core.schema import CATEGORICAL_COLUMNS, COLUMNS, NUMERIC_COLUMNS, TARGET
 from lib.core.scorer import check_golden, compile_plan, score_batch
-from lib.training import synth
+from lib.training import sampler, synth
 from lib.training.train import choose_threshold, load_training_table, main, parse_args
 from tests.support.live_server import PROJECT_DIR
 
-TRUE_MODEL = synth.DEFAULT_FIGURES_DIR / "true_model.csv"
+TRUE_MODEL = sampler.DEFAULT_FIGURES_DIR / "true_model.csv"
 QUANTILE = 0.75
 AUC_RANGE = (0.78, 0.83)
 SPLITS = {"train": 32_000, "val": 4_000, "test": 4_000}
