@@ -5,6 +5,7 @@ every cell is in its kind's accepted form (amounts and percentages matched again
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,12 +127,14 @@ def clean_floats(array: pa.ChunkedArray | pa.Array, kind: str) -> np.ndarray | N
     try:
         trimmed = pc.utf8_trim(array, " \t")
         blank = pc.equal(trimmed, "")
-        if kind in _GRAMMARS and not _well_formed(trimmed, _GRAMMARS[kind]):
+        shapes = pc.unique(_digit_shapes(trimmed)) if kind in _GRAMMARS else None
+        if shapes is not None and not _well_formed(shapes, kind):
             return None
         text = trimmed
         if kind == CURRENCY:
+            held = set("".join(filter(None, shapes.to_pylist()))) if len(shapes) <= _FEW_SHAPES else None
             for character in "$, \t":  # spaces inside an amount too; a pass only if needed
-                if pc.any(pc.match_substring(text, character)).as_py():
+                if character in held if held is not None else pc.any(pc.match_substring(text, character)).as_py():
                     text = pc.replace_substring(text, character, "")
         elif kind == PERCENT:
             text = pc.utf8_rtrim(pc.if_else(pc.ends_with(text, "%"), pc.utf8_slice_codeunits(text, 0, -1), text),
@@ -148,14 +151,24 @@ def clean_floats(array: pa.ChunkedArray | pa.Array, kind: str) -> np.ndarray | N
     return values
 
 
-def _well_formed(text: pa.ChunkedArray | pa.Array, grammar: str) -> bool:
-    """Whether every cell of ``text`` that is not blank matches ``grammar``. The grammars treat
-    every ASCII digit alike, so each cell is matched by its shape, its digits written as ``9``
-    (``"$-5,212.82"`` is ``"$-9,999.99"``): a column of 10,000 amounts has a few dozen shapes,
-    matched once each, where matching every cell cost 1.5 ms a column."""
-    shapes = pc.unique(_digit_shapes(text))
-    matched = pc.or_kleene(pc.equal(shapes, ""), pc.match_substring_regex(shapes, grammar))
-    return pc.all(matched, skip_nulls=True, min_count=0).as_py()
+def _well_formed(shapes: pa.Array, kind: str) -> bool:
+    """Whether every cell shape that is not blank matches the kind's grammar. The grammars treat
+    every ASCII digit alike, so a column is matched by its distinct shapes, its digits written as
+    ``9`` (``"$-5,212.82"`` is ``"$-9,999.99"``): 10,000 amounts have a few dozen shapes, matched
+    once each by Python's ``re`` (Arrow's RE2 compiles the pattern anew on every call)."""
+    if len(shapes) > _FEW_SHAPES:  # a column of many shapes: RE2 over them all, in C
+        matched = pc.or_kleene(pc.equal(shapes, ""), pc.match_substring_regex(shapes, _GRAMMARS[kind]))
+        return pc.all(matched, skip_nulls=True, min_count=0).as_py()
+    grammar = _GRAMMAR_RES[kind]
+    return all(not shape or grammar.fullmatch(shape) for shape in shapes.to_pylist())
+
+
+#: Distinct shapes past which a column is matched and searched by Arrow's kernels, not in Python.
+_FEW_SHAPES = 1000
+# The grammars for Python's re, with RE2's \s (tab, line feed, form feed, carriage return, space:
+# not the vertical tab, which Python's \s takes) so that both accept exactly the same text.
+_GRAMMAR_RES = {CURRENCY: re.compile(AMOUNT_PATTERN.replace(r"\s", "[\t\n\f\r ]")),
+                PERCENT: re.compile(PERCENT_PATTERN.replace(r"\s", "[\t\n\f\r ]"))}
 
 
 #: Byte -> byte: ASCII digits to ``9``, every other byte to itself (a UTF-8 sequence of more than
