@@ -189,8 +189,12 @@ class ParquetDecoder:
                 stored = _TYPE_NAMES[physical] if 0 <= physical < len(_TYPE_NAMES) else physical
                 raise PayloadError(f"{unreadable}: column {name!r} is annotated {_annotation(element)} but its "
                                    f"values are stored as {stored}")
-        if self._schemas is not None:
-            self._schemas.add(data[:schema_end])
+        # Kept only when the schema was read and the reading stopped at a one-byte field header
+        # (id past 2): a footer with the same bytes up to and with that header holds the same
+        # schema and no other. A footer without a schema, or whose next field has a long header,
+        # is not kept (its prefix would be the version alone, which every footer starts with).
+        if self._schemas is not None and 2 in footer and schema_end < len(data) and data[schema_end] >> 4:
+            self._schemas.add(data[:schema_end + 1])
 
     def close(self) -> None:
         """Close the file (a path's decoder); a body's has nothing to close."""

@@ -224,8 +224,14 @@ def test_a_schema_found_to_fit_lets_no_other_schema_through():
     x44 = next(e for e in mutated.schema() if e.value(m.SE_NAME) == b"x44")
     date = m.ThriftField(m.LOGICAL_IDS["DATE"], m.C_STRUCT, m.LOGICAL_TYPES["DATE"])
     x44.set(m.SE_LOGICAL_TYPE, m.C_STRUCT, m.ThriftStruct([date]))
+    # A footer without its schema first: what was read of it (the version alone, which every footer
+    # starts with) must not count as a schema found to fit.
+    schemaless = m.ParquetBody(honest)
+    schemaless.footer.remove(m.FMD_SCHEMA)
     schemas, limits = FittingSchemas(), DecodeLimits(max_rows=100, max_decoded_bytes=1 << 26)
     for _ in range(2):
+        with pytest.raises(PayloadError):
+            ParquetDecoder(bytes(schemaless), ["x44", "x5"], limits, schemas=schemas)
         assert ParquetDecoder(honest, ["x44", "x5"], limits, schemas=schemas).table().num_rows == 2
         with pytest.raises(PayloadError, match="column 'x44' is annotated date but its values are stored as DOUBLE"):
             ParquetDecoder(bytes(mutated), ["x44", "x5"], limits, schemas=schemas)
