@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             out = args.work_dir / f"spark-{rows}"
             result = run_child([python, "-m", "lib.spark", str(inputs["parquet"]), str(out), "--master", "local[2]",
                                 "--overwrite"], out.with_suffix(".log"))
-            results.append({"tool": "lib.spark.job local[2]", "format": "parquet", **result})
+            results.append({"tool": "lib.spark local[2]", "format": "parquet", **result})
             print(json.dumps(results[-1]), flush=True)
     breakdown = spark_breakdown(inputs["parquet"], args.work_dir) if args.spark_breakdown else []
     load = {"load_average_start": load_at_start, "load_average_end": os.getloadavg()[0], "cpus": os.cpu_count()}

@@ -163,4 +163,4 @@ def test_the_file_benchmark_runs_end_to_end(model_dir, data_dir, tmp_path):
     assert [(r["tool"], r["format"], r["rows"]) for r in results["runs"]] == [("lib.batch", "parquet", 2500),
                                                                               ("lib.batch", "csv", 2500)]
     assert all(r["peak_rss_mb"] > 0 and r["loop_cpu_seconds"] is not None for r in results["runs"])
-    assert "| lib.batch.command | csv | 2,500 |" in done.stdout
+    assert "| lib.batch | csv | 2,500 |" in done.stdout
