@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from bench.ndjson_client import post_stream
+from service.ops.metrics import FLUSH_SECONDS
 from tests.support import forms, raw_http
 from tests.support.balancer_checks import admitted_until_limited, check_limited, check_own_budgets, self_signed
 from tests.support.forms import outcomes
@@ -137,9 +138,13 @@ def test_image_serves_the_model_read_only_as_a_non_root_user(image_container, cl
     assert table.status_code == 200 and table.headers["Content-Type"] == forms.ARROW
     assert outcomes(200, forms.ARROW, table.content) == outcomes(200, "application/json", answer.content)
 
-    # The workers count in the metrics directory gunicorn.conf.py makes, which /metrics reads.
-    metrics = requests.get(url + "/metrics", timeout=30).text
-    assert metric_value(metrics, "http_requests_total", endpoint="/predict", method="POST", status="200") >= 1
+    # The workers count in the metrics directory gunicorn.conf.py makes, which /metrics reads. A
+    # worker writes its counts there every FLUSH_SECONDS (and before answering /metrics itself), so
+    # a /metrics answered by the other worker may come before the first's counts: wait for them.
+    def predictions_counted() -> bool:
+        metrics = requests.get(url + "/metrics", timeout=30).text
+        return metric_value(metrics, "http_requests_total", endpoint="/predict", method="POST", status="200") >= 2
+    wait_for(predictions_counted, 30, "/metrics counting the two predictions", interval=FLUSH_SECONDS)
 
     health = lambda: docker("inspect", "-f", "{{.State.Health.Status}}", name).stdout.strip()  # noqa: E731
     wait_for(lambda: health() == "healthy", 60, "the HEALTHCHECK reporting healthy")

@@ -60,7 +60,8 @@ def test_gunicorn_conf_installs_it(tmp_path):
     # In a child process: gunicorn.conf.py also sets environment variables. Given a metrics
     # directory, it makes none of its own (which only a server's exit would remove).
     check = ("exec(open('gunicorn.conf.py').read()); from gunicorn.http import wsgi; "
-             "from service import one_write_response; print(wsgi.Response is one_write_response.OneWriteResponse)")
+             "from service.worker import one_write_response; "
+             "print(wsgi.Response is one_write_response.OneWriteResponse)")
     env = {**without_service_settings(os.environ), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", check], cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
     assert result.stdout.strip() == "True", result.stderr[-2000:]
